@@ -1,0 +1,207 @@
+"""Typed, frozen experiment configs; each field's default and meaning are declared beside it.
+
+Every section rejects unknown keys, wrong types (no silent coercion of "3" to 3 or 1 to True),
+infinities and NaN, and out-of-range values.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from crisscross.models.factory import BACKBONES, backbone_modality
+
+SamplingMode = Literal["overlapped", "same_timestamp", "adjacent", "random", "far_apart"]
+PretextDataset = Literal["kinetics_sound", "kinetics400", "audioset"]
+Unit = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class Section(BaseModel):
+    """Base of every config section: frozen, strict, closed to unknown keys."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        allow_inf_nan=False,
+        populate_by_name=False,
+        use_attribute_docstrings=True,
+    )
+
+
+def _check_backbone(name: str, modality: str) -> str:
+    if name not in BACKBONES or backbone_modality(name) != modality:
+        choices = ", ".join(BACKBONES.names(modality=modality))
+        raise PydanticCustomError(
+            "backbone",
+            "unknown {modality} backbone '{name}'; registered: {choices}",
+            {"modality": modality, "name": name, "choices": choices},
+        )
+    return name
+
+
+class ModelConfig(Section):
+    video_backbone: str = "r2plus1d_18"
+    """Registered video backbone: r2plus1d_10, r2plus1d_18 (paper) or r2plus1d_34."""
+    video_width: int = Field(64, ge=1)
+    """Channels of the first video stage; 64 is the paper's, the embedding is 8x this."""
+    audio_backbone: str = "resnet18_audio"
+    """Registered audio backbone."""
+    audio_width: int = Field(64, ge=1)
+    """Channels of the first audio stage; 64 is the paper's, the embedding is 8x this."""
+    projector_layers: Literal[2, 3] = 3
+    """Linear layers in each projector (3 in the released recipe)."""
+    projector_dim: int = Field(2048, ge=1)
+    """Output size of the projectors and predictors."""
+    predictor_hidden: int = Field(512, ge=1)
+    """Bottleneck size of the predictors."""
+    sync_batchnorm: bool = False
+    """Synchronise BatchNorm statistics across workers (the paper's runs do)."""
+
+    @field_validator("video_backbone")
+    @classmethod
+    def _video(cls, name: str) -> str:
+        return _check_backbone(name, "video")
+
+    @field_validator("audio_backbone")
+    @classmethod
+    def _audio(cls, name: str) -> str:
+        return _check_backbone(name, "audio")
+
+
+class LossConfig(Section):
+    w_video: float = Field(1.0, ge=0.0)
+    """Weight of the intra-modal video term L_v1v2."""
+    w_audio: float = Field(1.0, ge=0.0)
+    """Weight of the intra-modal audio term L_a1a2."""
+    w_sync: float = Field(1.0, ge=0.0)
+    """Weight of each synchronous cross-modal term, L_v1a1 and L_v2a2."""
+    w_async: float = Field(1.0, ge=0.0)
+    """Weight of each asynchronous cross-modal term, L_v1a2 and L_a1v2."""
+    intra: bool = True
+    """Use the intra-modal terms."""
+    sync: bool = True
+    """Use the synchronous cross-modal terms."""
+    async_: bool = Field(True, alias="async")
+    """Use the asynchronous (relaxed) cross-modal terms. Written `async` in YAML and --set."""
+
+    @model_validator(mode="after")
+    def _some_term(self) -> LossConfig:
+        if not (self.intra or self.sync or self.async_):
+            raise PydanticCustomError(
+                "no_terms",
+                "every loss term is switched off (loss.intra, loss.sync and loss.async are all "
+                "false): enable at least one",
+            )
+        enabled = {"w_video": self.intra, "w_audio": self.intra}
+        enabled |= {"w_sync": self.sync, "w_async": self.async_}
+        if all(getattr(self, name) == 0 for name, on in enabled.items() if on):
+            raise PydanticCustomError(
+                "zero_loss",
+                "every enabled loss term has weight 0, so the loss is constant: give one of "
+                "{names} a weight > 0",
+                {"names": ", ".join(f"loss.{n}" for n, on in enabled.items() if on)},
+            )
+        return self
+
+
+class DataConfig(Section):
+    dataset: PretextDataset = "kinetics_sound"
+    """Pretraining dataset layout: kinetics_sound, kinetics400 or audioset."""
+    root: str | None = None
+    """Dataset root folder or filesystem URI (s3://...); may also be given on the command line."""
+    sampling: SamplingMode = "overlapped"
+    """How the two windows are placed in a video: the degree of temporal relaxation."""
+    frames: int = Field(8, ge=1)
+    """Frames per video window (8 = 0.5 s at 16 fps)."""
+    fps: float = Field(16.0, gt=0.0)
+    """Frame rate the video is resampled to."""
+    crop_size: int = Field(112, ge=8)
+    """Side of the square video crop, in pixels."""
+    audio_seconds: float = Field(2.0, gt=0.0)
+    """Length of an audio window."""
+    sample_rate: int = Field(16000, ge=1000)
+    """Audio is resampled to this rate, mono."""
+    n_mels: int = Field(80, ge=1)
+    """Mel bins of the log-mel spectrogram."""
+
+
+class OptimConfig(Section):
+    batch_size: int = Field(2048, ge=1)
+    """Global batch size, split evenly across workers."""
+    epochs: int = Field(100, ge=1)
+    """Training epochs; one epoch visits every video `repeats_per_epoch` times."""
+    repeats_per_epoch: int = Field(5, ge=1)
+    """Visits of every video per epoch."""
+    warmup_epochs: float = Field(2.0, ge=0.0)
+    """Linear warm-up from 0 for backbones and projectors, per iteration."""
+    lr: float = Field(2e-4, gt=0.0)
+    """Peak learning rate of backbones and projectors (start of the cosine)."""
+    final_lr: float = Field(1e-4, ge=0.0)
+    """Learning rate of backbones and projectors at the end of the cosine."""
+    predictor_lr: float = Field(2e-3, gt=0.0)
+    """Constant learning rate of the predictors."""
+    weight_decay: float = Field(1e-4, ge=0.0)
+    """Adam weight decay."""
+    betas: Annotated[tuple[Unit, Unit], Field(strict=False)] = (0.9, 0.999)
+    """Adam betas, each in [0, 1)."""
+    larc_trust: float = Field(1e-3, gt=0.0)
+    """LARC trust coefficient."""
+    larc_clip: bool = True
+    """LARC clipping mode (never raise the learning rate above the group's)."""
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> OptimConfig:
+        if self.warmup_epochs > self.epochs:
+            raise PydanticCustomError(
+                "warmup",
+                "warmup_epochs ({warmup}) is longer than epochs ({epochs})",
+                {"warmup": self.warmup_epochs, "epochs": self.epochs, "key": "warmup_epochs"},
+            )
+        return self
+
+
+class RunConfig(Section):
+    name: str = Field("crisscross", min_length=1)
+    """Run name shown in MLflow and the Ray dashboard."""
+    seed: int = Field(0, ge=0)
+    """Seed of every random draw (weights, sampling, augmentation)."""
+    workers: int = Field(1, ge=1)
+    """Ray Train workers (one per GPU on a GPU cluster)."""
+    use_gpu: bool = False
+    """Train on GPUs (NCCL); on CPUs workers use gloo."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Mixed precision: auto is bf16 autocast on GPU and fp32 on CPU."""
+    output_dir: str = Field("runs", min_length=1)
+    """Where checkpoints and exported weights go: a folder or a shared-storage URI."""
+
+
+class TrackingConfig(Section):
+    uri: str | None = None
+    """MLflow tracking URI; unset means $MLFLOW_TRACKING_URI, then sqlite:///mlflow.db here."""
+    experiment: str = Field("crisscross", min_length=1)
+    """MLflow experiment name."""
+
+
+class ExperimentConfig(Section):
+    """A whole experiment: what to build, what to optimise, on which data, how to run and track."""
+
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    run: RunConfig = RunConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _batch_splits(self) -> ExperimentConfig:
+        batch, workers = self.optim.batch_size, self.run.workers
+        if batch % workers:
+            raise PydanticCustomError(
+                "batch_split",
+                "global batch {batch} does not split evenly across {workers} workers (run.workers)",
+                {"batch": batch, "workers": workers, "key": "optim.batch_size"},
+            )
+        return self

@@ -1,0 +1,1 @@
+"""Dataset layouts, manifests, clip decoding, sampling, augmentation and Ray Data pipelines."""

@@ -1,0 +1,52 @@
+"""Encoders, heads, the CrissCross objective and weight import/export (torch only)."""
+
+from crisscross.models.audio import AudioResNet18
+from crisscross.models.backbone import Backbone
+from crisscross.models.crisscross import CrissCross
+from crisscross.models.factory import (
+    BACKBONES,
+    backbone_modality,
+    create_backbone,
+    list_backbones,
+)
+from crisscross.models.heads import predictor, projector
+from crisscross.models.objective import (
+    TERMS,
+    LossWeights,
+    crisscross_loss,
+    negative_cosine,
+    pair_loss,
+)
+from crisscross.models.video import R2Plus1D
+from crisscross.models.weights import (
+    BackboneSpec,
+    WeightsError,
+    detect_backbone,
+    load_backbone,
+    read_state_dict,
+    save_backbone,
+)
+
+__all__ = [
+    "BACKBONES",
+    "TERMS",
+    "AudioResNet18",
+    "Backbone",
+    "BackboneSpec",
+    "CrissCross",
+    "LossWeights",
+    "R2Plus1D",
+    "WeightsError",
+    "backbone_modality",
+    "create_backbone",
+    "crisscross_loss",
+    "detect_backbone",
+    "list_backbones",
+    "load_backbone",
+    "negative_cosine",
+    "pair_loss",
+    "predictor",
+    "projector",
+    "read_state_dict",
+    "save_backbone",
+]

@@ -1,0 +1,1 @@
+"""Ray Train/Tune/Jobs glue, MLflow tracking and the command line."""

@@ -1,0 +1,1 @@
+"""Per-worker loops: pretext training, fine-tuning, feature extraction."""

@@ -1,0 +1,33 @@
+"""Build the modules an experiment config describes."""
+
+from __future__ import annotations
+
+from crisscross.config import ExperimentConfig
+from crisscross.models import CrissCross, LossWeights, create_backbone
+
+
+def loss_weights(config: ExperimentConfig) -> LossWeights:
+    """The objective's weights and switches from the `loss` section."""
+    loss = config.loss
+    return LossWeights(
+        w_video=loss.w_video,
+        w_audio=loss.w_audio,
+        w_sync=loss.w_sync,
+        w_async=loss.w_async,
+        intra=loss.intra,
+        sync=loss.sync,
+        asynchronous=loss.async_,
+    )
+
+
+def build_model(config: ExperimentConfig) -> CrissCross:
+    """The CrissCross model of the `model` and `loss` sections, freshly initialised."""
+    m = config.model
+    return CrissCross(
+        create_backbone(m.video_backbone, width=m.video_width),
+        create_backbone(m.audio_backbone, width=m.audio_width),
+        projector_layers=m.projector_layers,
+        projector_dim=m.projector_dim,
+        predictor_hidden=m.predictor_hidden,
+        weights=loss_weights(config),
+    )

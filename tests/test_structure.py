@@ -1,0 +1,100 @@
+"""Guards for the package structure: no shadowing names, layers import only downward."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+PACKAGE = REPO / "crisscross"
+# a layer may import itself and the layers before it, never those after it
+LAYERS = ["models", "config", "datasets", "trainers", "platform"]
+ONLY_IN = {  # third-party modules allowed only in these layers
+    "mlflow": {"platform"},
+    "ray.tune": {"platform"},
+    "ray.train": {"trainers", "platform"},
+}
+MODELS_THIRD_PARTY = {"torch", "torchvision"}  # models/ is torch only
+
+
+def imports_of(path: Path, root: Path) -> list[str]:
+    """Absolute module names a file under `root` imports, relative imports resolved."""
+    module = ".".join(path.relative_to(root).with_suffix("").parts)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            names += [base] + [f"{base}.{alias.name}" for alias in node.names]
+    return names
+
+
+def violations(path: Path, root: Path) -> list[str]:
+    """What `path` (a file of the package under `root`) imports against the layering rules."""
+    parts = path.relative_to(root / "crisscross").parts
+    if len(parts) == 1:
+        return []  # crisscross/__init__.py and the __main__ entry point sit above every layer
+    layer, allowed = parts[0], set(LAYERS[: LAYERS.index(parts[0]) + 1])
+    found = []
+    for name in imports_of(path, root):
+        top = name.split(".")
+        if top[0] == "crisscross" and len(top) > 1 and top[1] in LAYERS and top[1] not in allowed:
+            found.append(f"{layer} must not import {name}")
+        for prefix, layers in ONLY_IN.items():
+            if (name == prefix or name.startswith(prefix + ".")) and layer not in layers:
+                found.append(f"{name} may be imported only in {sorted(layers)}")
+        third_party = top[0] != "crisscross" and top[0] not in sys.stdlib_module_names
+        if layer == "models" and third_party and top[0] not in MODELS_THIRD_PARTY:
+            found.append(f"models/ is torch only, imports {name}")
+    return found
+
+
+def test_every_layer_exists():
+    layers = [p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()]
+    assert sorted(layers) == sorted(LAYERS)
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: p.name)
+def test_layers_import_only_downward(path):
+    assert violations(path, REPO) == []
+
+
+def test_the_guard_sees_violations(tmp_path):
+    probe = tmp_path / "crisscross" / "models" / "probe.py"
+    probe.parent.mkdir(parents=True)
+    probe.write_text("from ..platform import cli\nimport mlflow\nfrom ray import tune\n")
+    assert set(violations(probe, tmp_path)) == {
+        "models must not import crisscross.platform",
+        "models must not import crisscross.platform.cli",
+        "mlflow may be imported only in ['platform']",
+        "models/ is torch only, imports mlflow",
+        "ray.tune may be imported only in ['platform']",
+        "models/ is torch only, imports ray",
+        "models/ is torch only, imports ray.tune",
+    }
+
+
+def test_no_top_level_package_shadows_a_well_known_module():
+    for name in ("platform", "datasets"):
+        assert not (REPO / name).exists() and not (REPO / f"{name}.py").exists()
+
+
+def test_stdlib_platform_works_from_the_repo_root():
+    code = (
+        "import platform; platform.system(); import crisscross.platform; print(platform.__file__)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not proc.stdout.strip().startswith(str(REPO))
