@@ -124,3 +124,12 @@ def test_real_process_exit_status_and_no_traceback(tmp_path):
         proc.stderr.strip() == f"Error: {path}: optim.lr: Input should be greater than 0 (got -1)"
     )
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "experiments").rglob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_experiment_validates(run_cli, path):
+    result = run_cli("config", "validate", str(path))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith(f"{path}: valid (")
