@@ -1,0 +1,237 @@
+"""Manifests: every file of a dataset with its label, split, media facts and a status, in Parquet.
+
+Training and evaluation read the manifest, never the directory. A manifest is rebuilt
+incrementally: files whose size and modification time did not change keep their probe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from crisscross.datasets.fs import Tree, join, resolve
+from crisscross.datasets.layouts import create_layout
+from crisscross.datasets.layouts.base import Entry
+from crisscross.datasets.probe import FACTS, judge, probe
+
+log = logging.getLogger(__name__)
+STATUSES = ("ok", "no_audio", "too_short", "unreadable", "missing_on_disk", "unlisted")
+SCHEMA = pa.schema(
+    [
+        ("rel", pa.string()),
+        ("path", pa.string()),
+        ("label", pa.int32()),
+        ("label_name", pa.string()),
+        ("split", pa.string()),
+        ("fold", pa.int32()),
+        ("fold1", pa.string()),
+        ("fold2", pa.string()),
+        ("fold3", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("duration", pa.float64()),
+        ("video_codec", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("fps", pa.float64()),
+        ("frames", pa.int64()),
+        ("rotation", pa.int32()),
+        ("has_video", pa.bool_()),
+        ("has_audio", pa.bool_()),
+        ("audio_codec", pa.string()),
+        ("sample_rate", pa.int32()),
+        ("channels", pa.int32()),
+        ("error", pa.string()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest table with the dataset it describes."""
+
+    table: pa.Table
+    dataset: str
+    root: str
+    classes: list[str]
+    min_seconds: float
+
+    def counts(self) -> Counter[str]:
+        return Counter(self.table.column("status").to_pylist())
+
+    def usable(self) -> pa.Table:
+        return self.table.filter(pa.compute.equal(self.table.column("status"), "ok"))
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    manifest: Manifest
+    path: str
+    probed: int
+    reused: int
+    notes: list[str]
+
+
+def default_manifest_path(dataset: str, root: str) -> str:
+    return join(root, f"crisscross_manifest_{dataset}.parquet")
+
+
+def build_manifest(
+    dataset: str,
+    root: str,
+    *,
+    out: str | None = None,
+    min_seconds: float | None = None,
+    classes_file: str | None = None,
+    workers: int | None = None,
+) -> BuildReport:
+    """List `root` in the layout of `dataset`, probe every file in parallel, write Parquet."""
+    layout = create_layout(dataset, classes_file=classes_file)
+    needs = layout.requirements
+    if min_seconds is not None:
+        needs = replace(needs, min_seconds=min_seconds)
+    tree = Tree(root)
+    listing = layout.scan(tree)
+    out = out or default_manifest_path(dataset, root)
+    cached = _cached_facts(out, dataset, root)
+    rows, to_probe = [], []
+    for entry in listing.entries:
+        stat = tree.files.get(entry.rel)
+        row = _row(
+            entry, tree.uri(entry.rel), stat.size if stat else None, stat.mtime_ns if stat else None
+        )
+        rows.append(row)
+        if entry.status is None:
+            key = (entry.rel, row["size_bytes"], row["mtime_ns"])
+            if key in cached:
+                row.update(cached[key])
+            else:
+                to_probe.append(row)
+    with ThreadPoolExecutor(max_workers=workers or min(32, 4 * (os.cpu_count() or 1))) as pool:
+        for row, facts in zip(
+            to_probe, pool.map(lambda r: probe(r["path"], r["size_bytes"]), to_probe), strict=True
+        ):
+            row.update(facts)
+    for row, entry in zip(rows, listing.entries, strict=True):
+        if entry.status is None:
+            row["status"], row["reason"] = judge(row, needs)
+    manifest = Manifest(
+        pa.Table.from_pylist(rows, schema=SCHEMA), dataset, root, listing.classes, needs.min_seconds
+    )
+    write_manifest(manifest, out)
+    return BuildReport(
+        manifest,
+        out,
+        len(to_probe),
+        len(rows) - len(to_probe) - _preset(listing.entries),
+        listing.notes,
+    )
+
+
+def _preset(entries: list[Entry]) -> int:
+    return sum(entry.status is not None for entry in entries)
+
+
+def _row(entry: Entry, path: str, size: int | None, mtime: int | None) -> dict[str, Any]:
+    row: dict[str, Any] = dict(FACTS)
+    row |= {
+        "rel": entry.rel,
+        "path": path,
+        "label": entry.label,
+        "label_name": entry.label_name,
+        "split": entry.split,
+        "fold": entry.fold,
+        "size_bytes": size,
+        "mtime_ns": mtime,
+        "status": entry.status,
+        "reason": entry.reason,
+    }
+    for n in (1, 2, 3):
+        row[f"fold{n}"] = entry.folds.get(n)
+    return row
+
+
+def write_manifest(manifest: Manifest, path: str) -> None:
+    meta = {
+        "dataset": manifest.dataset,
+        "root": manifest.root,
+        "classes": manifest.classes,
+        "min_seconds": manifest.min_seconds,
+    }
+    table = manifest.table.replace_schema_metadata({"crisscross": json.dumps(meta)})
+    fs, inner = resolve(path)
+    fs.create_dir(inner.rpartition("/")[0] or "/", recursive=True)
+    pq.write_table(table, inner, filesystem=fs)
+
+
+def read_manifest(path: str) -> Manifest:
+    """A manifest written by `build_manifest`; ValueError says what is wrong with the file."""
+    fs, inner = resolve(path)
+    try:
+        table = pq.read_table(inner, filesystem=fs)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ValueError(f"{path}: not a readable manifest ({exc})") from None
+    raw = (table.schema.metadata or {}).get(b"crisscross")
+    if raw is None:
+        raise ValueError(
+            f"{path}: a Parquet file, but not a crisscross manifest (no dataset metadata)"
+        )
+    meta = json.loads(raw)
+    return Manifest(table, meta["dataset"], meta["root"], meta["classes"], meta["min_seconds"])
+
+
+def _cached_facts(path: str, dataset: str, root: str) -> dict[tuple, dict[str, Any]]:
+    """Probe results of an earlier manifest at `path`, keyed by (rel, size, mtime)."""
+    fs, inner = resolve(path)
+    if fs.get_file_info(inner).type.name != "File":
+        return {}
+    try:
+        old = read_manifest(path)
+    except ValueError as exc:
+        log.warning("ignoring the earlier manifest: %s", exc)
+        return {}
+    if (old.dataset, old.root) != (dataset, root):
+        return {}
+    facts = {}
+    for row in old.table.to_pylist():
+        if row["status"] not in ("missing_on_disk", "unlisted"):
+            facts[(row["rel"], row["size_bytes"], row["mtime_ns"])] = {k: row[k] for k in FACTS}
+    return facts
+
+
+def summary(manifest: Manifest) -> str:
+    """A table of file counts per status and split."""
+    table = manifest.table
+    splits = [s or "-" for s in table.column("split").to_pylist()]
+    if not any(s != "-" for s in splits):  # ESC-50 folds, or UCF101/HMDB51 split 1 membership
+        folds, first = table.column("fold").to_pylist(), table.column("fold1").to_pylist()
+        splits = [
+            f"fold {f}" if f is not None else f"split1 {m}" if m else "-"
+            for f, m in zip(folds, first, strict=True)
+        ]
+    pairs = Counter(zip(table.column("status").to_pylist(), splits, strict=True))
+    columns = sorted({s for _, s in pairs})
+    statuses = [s for s in STATUSES if any(st == s for st, _ in pairs)]
+    width = max([len("status"), *map(len, statuses)])
+    head = f"{'status':<{width}}  " + "  ".join(f"{c:>10}" for c in columns) + f"  {'total':>8}"
+    lines = [head, "-" * len(head)]
+    for status in statuses:
+        counts = [pairs[(status, c)] for c in columns]
+        lines.append(
+            f"{status:<{width}}  " + "  ".join(f"{n:>10}" for n in counts) + f"  {sum(counts):>8}"
+        )
+    totals = [sum(pairs[(s, c)] for s in statuses) for c in columns]
+    lines.append(
+        f"{'total':<{width}}  " + "  ".join(f"{n:>10}" for n in totals) + f"  {sum(totals):>8}"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""Probe one media file: what it holds (streams, duration, rate, rotation) and whether it decodes.
+
+`judge` turns those facts into a status against a dataset's requirements, so a cached probe can be
+judged again under other requirements without reopening the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import av
+
+from crisscross.datasets.fs import resolve
+from crisscross.datasets.layouts.base import Requirements
+
+FACTS: dict[str, Any] = {  # every probed column and its value when unknown
+    "duration": None,
+    "video_codec": None,
+    "width": None,
+    "height": None,
+    "fps": None,
+    "frames": None,
+    "rotation": None,
+    "has_video": False,
+    "has_audio": False,
+    "audio_codec": None,
+    "sample_rate": None,
+    "channels": None,
+    "error": None,
+}
+
+
+@contextlib.contextmanager
+def open_media(uri: str):
+    """av.open on a local path, or on a seekable range-reading file of a filesystem URI."""
+    if "://" in uri and not uri.startswith("file://"):
+        fs, path = resolve(uri)
+        with fs.open_input_file(path) as handle, av.open(handle) as container:
+            yield container
+    else:
+        with av.open(uri.removeprefix("file://")) as container:
+            yield container
+
+
+def probe(uri: str, size: int | None = None) -> dict[str, Any]:
+    """Media facts of a file (keys of FACTS); `error` says why it could not be read, if so."""
+    facts = dict(FACTS)
+    if size == 0:
+        facts["error"] = "empty file (0 bytes)"
+        return facts
+    try:
+        with open_media(uri) as container:
+            _read_streams(container, facts)
+    except av.FFmpegError as exc:  # its str() repeats the errno and the path
+        facts["error"] = f"{type(exc).__name__}: {exc.strerror}"
+    except (OSError, ValueError, IndexError) as exc:
+        facts["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+    return facts
+
+
+def _read_streams(container: av.container.InputContainer, facts: dict[str, Any]) -> None:
+    durations = []
+    if container.duration:
+        durations.append(container.duration / av.time_base)
+    if container.streams.video:
+        stream = container.streams.video[0]
+        stream.thread_type = "NONE"
+        rate = stream.average_rate or stream.guessed_rate
+        facts |= {
+            "has_video": True,
+            "video_codec": stream.codec_context.name,
+            "width": stream.codec_context.width,
+            "height": stream.codec_context.height,
+            "fps": float(rate) if rate else None,
+        }
+        if stream.duration and stream.time_base:
+            durations.append(float(stream.duration * stream.time_base))
+        first = next(container.decode(stream), None)  # proves the stream decodes
+        if first is None:
+            raise ValueError("the video stream has no decodable frame")
+        facts["rotation"] = int(first.rotation or 0)
+        container.seek(0)
+    if container.streams.audio:
+        stream = container.streams.audio[0]
+        facts |= {
+            "has_audio": True,
+            "audio_codec": stream.codec_context.name,
+            "sample_rate": stream.codec_context.sample_rate,
+            "channels": stream.codec_context.layout.nb_channels,
+        }
+        if stream.duration and stream.time_base:
+            durations.append(float(stream.duration * stream.time_base))
+        if next(container.decode(stream), None) is None:
+            raise ValueError("the audio stream has no decodable frame")
+    facts["duration"] = max(durations) if durations else None
+    if facts["fps"] and facts["duration"]:
+        frames = container.streams.video[0].frames
+        facts["frames"] = int(frames) if frames else round(facts["duration"] * facts["fps"])
+
+
+def judge(facts: dict[str, Any], needs: Requirements) -> tuple[str, str]:
+    """(status, reason) of probed facts for a dataset with these requirements."""
+    if facts["error"]:
+        return "unreadable", facts["error"]
+    if needs.video and not facts["has_video"]:
+        return "unreadable", "no video stream"
+    problems = []
+    duration = facts["duration"] or 0.0
+    if duration < needs.min_seconds:
+        problems.append(
+            ("too_short", f"{duration:.2f} s, needs at least {needs.min_seconds:.2f} s")
+        )
+    if needs.audio and not facts["has_audio"]:
+        problems.append(("no_audio", "no audio stream"))
+    if not problems:
+        return "ok", ""
+    return problems[0][0], "; ".join(reason for _, reason in problems)

@@ -1,0 +1,6 @@
+"""Video and audio transforms: pure functions of tensors and an explicit random generator."""
+
+from crisscross.datasets.transforms.audio import AudioAugment, log_mel
+from crisscross.datasets.transforms.video import VideoAugment, eval_clip, normalize
+
+__all__ = ["AudioAugment", "VideoAugment", "eval_clip", "log_mel", "normalize"]

@@ -1,0 +1,110 @@
+"""Synthetic datasets in real layouts, made once per test session, and a corpus of bad media."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crisscross.datasets.media import write_av
+from crisscross.datasets.synth import SynthSpec, synthesize
+from crisscross.datasets.synth.content import class_style, event_times, render_audio, render_video
+from tests.conftest import REPO
+
+SHARED_MEDIA = REPO.parent / "shared" / "media"
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory):
+    """dataset name -> root of a small synthetic copy (3 classes x 5 clips, 4 s; ESC-50 5 s)."""
+    base = tmp_path_factory.mktemp("synthetic")
+    roots = {}
+    for name in ("kinetics_sound", "kinetics400", "audioset", "ucf101", "hmdb51", "esc50"):
+        spec = SynthSpec(classes=3, per_class=5, seconds=5.0 if name == "esc50" else 4.0)
+        synthesize(name, base / name, spec)
+        roots[name] = base / name
+    return roots
+
+
+def clip(seconds: float, *, fps: float = 25.0, size=(96, 72), class_id: int = 0, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    style = class_style(class_id)
+    events = event_times(style, seconds, rng)
+    video = render_video(
+        style, events, seconds=seconds, fps=fps, width=size[0], height=size[1], rng=rng
+    )
+    return video, style, events, rng
+
+
+def audio_for(style, events, rng, seconds, rate, channels):
+    return render_audio(
+        style, events, seconds=seconds, sample_rate=rate, channels=channels, rng=rng
+    )
+
+
+@pytest.fixture(scope="session")
+def bad_kinetics(tmp_path_factory, synthetic):
+    """A Kinetics-Sound root holding every kind of problem file beside good ones.
+
+    Returns (root, {name: relative path}).
+    """
+    root = tmp_path_factory.mktemp("bad") / "ks"
+    shutil.copytree(synthetic["kinetics_sound"], root)
+    folder = root / "train" / "bowling"
+    files = {}
+
+    def add(name: str) -> Path:
+        files[name] = f"train/bowling/{name}_000000_000010.mp4"
+        return root / files[name]
+
+    good = next(iter(sorted(folder.glob("*.mp4"))))
+    data = good.read_bytes()
+    add("zero").write_bytes(b"")
+    add("random").write_bytes(np.random.default_rng(0).bytes(20_000))
+    add("truncated").write_bytes(data[: len(data) // 2])
+    video, style, events, rng = clip(4.0)
+    write_av(add("no_audio"), video)
+    short, s_style, s_events, s_rng = clip(1.0, seed=1)
+    write_av(
+        add("short"),
+        short,
+        audio_CN=audio_for(s_style, s_events, s_rng, 1.0, 16000, 1),
+        sample_rate=16000,
+    )
+    write_av(
+        add("rotated"),
+        video,
+        rotation=90,
+        audio_CN=audio_for(style, events, rng, 4.0, 16000, 1),
+        sample_rate=16000,
+    )
+    times = np.cumsum(np.r_[0.0, np.random.default_rng(2).uniform(0.02, 0.07, len(video) - 1)])
+    write_av(
+        add("vfr"),
+        video,
+        frame_times=times,
+        audio_CN=audio_for(style, events, rng, 4.0, 16000, 1),
+        sample_rate=16000,
+    )
+    for name, rate, channels in (
+        ("mono_8k", 8000, 1),
+        ("stereo_44k", 44100, 2),
+        ("surround_48k", 48000, 6),
+    ):
+        write_av(
+            add(name),
+            video,
+            audio_CN=audio_for(style, events, rng, 4.0, rate, channels),
+            sample_rate=rate,
+        )
+    for media in SHARED_MEDIA.iterdir():
+        target = folder / media.name
+        shutil.copy(media, target)
+        files[media.name] = f"train/bowling/{media.name}"
+    # a file the official CSV lists that is not on disk
+    with (root / "annotations" / "train.csv").open("a") as handle:
+        handle.write("bowling,ABCDEFGHIJK,10,20,train\n")
+    files["listed_missing"] = "train/bowling/ABCDEFGHIJK_000010_000020.mp4"
+    return root, files

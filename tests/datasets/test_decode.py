@@ -1,0 +1,131 @@
+"""Decoding windows: the right frames by timestamp, aligned audio, rotation, formats, URIs, errors."""
+
+from __future__ import annotations
+
+import os
+
+import av
+import numpy as np
+import pytest
+
+from crisscross.datasets.decode import DecodeError, read_clip, read_npy_audio
+from crisscross.datasets.media import write_av
+from tests.datasets.conftest import audio_for, clip
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A 4 s, 25 fps clip with a 440 Hz tone at 44.1 kHz stereo, and every decoded frame."""
+    path = tmp_path_factory.mktemp("decode") / "ref.mp4"
+    video, *_ = clip(4.0, size=(96, 64))
+    t = np.arange(4 * 44100) / 44100
+    tone = 0.5 * np.sin(2 * np.pi * 440 * t)
+    write_av(
+        path, video, fps=25, audio_CN=np.stack([tone, tone]), sample_rate=44100, keyframe_every=2.0
+    )
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    return str(path), frames
+
+
+def nearest(frames, picture):
+    return int(np.argmin([np.abs(f.astype(int) - picture.astype(int)).mean() for f in frames]))
+
+
+def test_frames_at_16_fps_are_the_latest_at_or_before_each_time(reference):
+    path, frames = reference
+    times = [1.03 + k / 16 for k in range(12)] + [
+        0.0,
+        2.5,
+        3.99,
+        7.0,
+    ]  # across a keyframe, past the end
+    got, _ = read_clip(path, frame_times=times)
+    assert [nearest(frames, g) for g in got] == [min(int(t * 25 + 1e-6), 99) for t in times]
+
+
+def test_resize_keeps_the_aspect_ratio(reference):
+    got, _ = read_clip(reference[0], frame_times=[1.0], short_side=32)
+    assert got.shape == (1, 32, 48, 3)
+
+
+def test_audio_is_resampled_to_16k_mono_and_aligned(reference):
+    _, (audio,) = read_clip(reference[0], audio_spans=[(1.0, 2.0)], sample_rate=16000)
+    assert audio.shape == (32000,) and audio.dtype == np.float32
+    expected = np.sin(2 * np.pi * 440 * (1.0 + np.arange(32000) / 16000))
+    lags = range(-80, 81)  # 5 ms either way
+    score = [np.dot(audio[2000:30000], np.roll(expected, lag)[2000:30000]) for lag in lags]
+    assert abs(lags[int(np.argmax(score))]) <= 80
+    assert np.corrcoef(audio[2000:30000], expected[2000:30000])[0, 1] > 0.95
+
+
+def test_audio_past_the_end_is_zero_padded(reference):
+    _, (audio,) = read_clip(reference[0], audio_spans=[(3.0, 2.0)], sample_rate=16000)
+    assert np.abs(audio[:15000]).max() > 0.3 and not audio[16400:].any()
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(8000, 1), (44100, 2), (48000, 6)])
+def test_audio_formats(tmp_path, rate, channels):
+    video, style, events, rng = clip(2.0)
+    path = tmp_path / "a.mp4"
+    write_av(
+        path, video, audio_CN=audio_for(style, events, rng, 2.0, rate, channels), sample_rate=rate
+    )
+    _, (audio,) = read_clip(str(path), audio_spans=[(0.5, 1.0)], sample_rate=16000)
+    assert audio.shape == (16000,) and 0.05 < np.abs(audio).max() <= 1.0
+
+
+def test_rotated_video_comes_out_upright(tmp_path):
+    video, *_ = clip(1.0, size=(96, 64))
+    write_av(tmp_path / "r.mp4", video, rotation=90)
+    got, _ = read_clip(str(tmp_path / "r.mp4"), frame_times=[0.5])
+    assert got.shape == (1, 96, 64, 3)  # stored 96 wide, shown 64 wide
+    straight, _ = read_clip(str(tmp_path / "r.mp4"), frame_times=[0.5], short_side=None)
+    assert np.abs(np.rot90(straight[0], -1).astype(int) - video[12].astype(int)).mean() < 12
+
+
+def test_variable_frame_rate_follows_timestamps(tmp_path):
+    video, *_ = clip(2.0)
+    times = np.cumsum(np.r_[0.0, np.random.default_rng(3).uniform(0.01, 0.06, len(video) - 1)])
+    write_av(tmp_path / "v.mp4", video, frame_times=times)
+    wanted = [0.3, 0.8, 1.2]
+    got, _ = read_clip(str(tmp_path / "v.mp4"), frame_times=wanted)
+    expected = [int(np.searchsorted(np.round(times, 3), t, side="right") - 1) for t in wanted]
+    assert [nearest(video, g) for g in got] == expected
+
+
+def test_prepared_npy_audio_reads_the_same_samples(tmp_path):
+    samples = (np.sin(np.arange(48000) / 7.0) * 20000).astype(np.int16)
+    np.save(tmp_path / "a.npy", samples)
+    got = read_npy_audio(str(tmp_path / "a.npy"), 1.0, 1.0, sample_rate=16000)
+    assert np.array_equal(got, samples[16000:32000] / 32768.0)
+    tail = read_npy_audio(f"file://{tmp_path}/a.npy", 2.5, 1.0, sample_rate=16000)
+    assert np.array_equal(tail[:8000], samples[40000:] / 32768.0) and not tail[8000:].any()
+
+
+def test_a_filesystem_uri_reads_like_a_path(reference):
+    path, _ = reference
+    local = read_clip(path, frame_times=[1.0, 1.5], audio_spans=[(1.0, 1.0)])
+    remote = read_clip(f"file://{path}", frame_times=[1.0, 1.5], audio_spans=[(1.0, 1.0)])
+    assert np.array_equal(local[0], remote[0]) and np.array_equal(local[1][0], remote[1][0])
+
+
+def test_errors_name_the_file(tmp_path):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video" * 100)
+    with pytest.raises(DecodeError, match=r"junk\.mp4: InvalidDataError"):
+        read_clip(str(junk), frame_times=[0.0])
+    video, *_ = clip(1.0)
+    write_av(tmp_path / "silent.mp4", video)
+    with pytest.raises(DecodeError, match=r"silent\.mp4: no audio stream"):
+        read_clip(str(tmp_path / "silent.mp4"), audio_spans=[(0.0, 1.0)])
+
+
+def test_containers_are_closed(reference):
+    path, _ = reference
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(30):
+        read_clip(path, frame_times=[1.0], audio_spans=[(0.0, 1.0)])
+    with pytest.raises(DecodeError):
+        read_clip(path + ".missing", frame_times=[1.0])
+    assert len(os.listdir("/proc/self/fd")) <= before

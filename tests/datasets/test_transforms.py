@@ -1,0 +1,58 @@
+"""Transforms: shapes and dtypes, one draw per clip, reproducibility, the log-mel front end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from crisscross.datasets.transforms import AudioAugment, VideoAugment, eval_clip, log_mel, normalize
+from crisscross.datasets.transforms.audio import LOG_MEL_MEAN, LOG_MEL_STD
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_video_augment_shape_dtype_and_reproducibility():
+    clip = torch.randint(0, 256, (8, 3, 128, 170), dtype=torch.uint8)
+    out = VideoAugment()(clip, gen(1))
+    assert out.shape == (8, 3, 112, 112) and out.dtype == torch.uint8
+    assert torch.equal(out, VideoAugment()(clip, gen(1)))
+    assert not torch.equal(out, VideoAugment()(clip, gen(2)))
+
+
+def test_one_parameter_draw_per_clip():
+    frame = torch.randint(0, 256, (1, 3, 96, 128), dtype=torch.uint8)
+    clip = frame.expand(8, -1, -1, -1).contiguous()  # eight identical frames
+    for seed in range(5):
+        out = VideoAugment()(clip, gen(seed))
+        assert all(torch.equal(out[0], out[t]) for t in range(8))
+
+
+def test_eval_clip_and_normalize():
+    clip = torch.full((4, 3, 100, 200), 124, dtype=torch.uint8)
+    view = eval_clip(clip, 112)
+    assert view.shape == (4, 3, 112, 112)
+    x = normalize(view.unsqueeze(0))
+    assert x.shape == (1, 3, 4, 112, 112) and x.dtype == torch.float32
+    assert x[0, 0].abs().max() < 0.01  # 124 is the ImageNet red mean
+
+
+def test_log_mel_matches_the_reference_shape_and_normalisation():
+    silence = log_mel(torch.zeros(32000))
+    assert silence.shape == (1, 80, 201)
+    expected = (np.log(np.finfo(float).eps) - LOG_MEL_MEAN) / LOG_MEL_STD
+    assert silence.mean().item() == pytest.approx(expected, rel=1e-4)
+    tone = log_mel(torch.sin(torch.arange(32000) / 16000 * 2 * torch.pi * 1000))
+    # Slaney scale: 1 kHz is 15 mel of 45.25 at 8 kHz, so the peak is filter 15 / 45.25 * 81 - 1 = 26
+    # (an HTK scale would put it at 27.5)
+    assert int(tone[0, :, 100].argmax()) == 26
+
+
+def test_audio_augment_shape_and_reproducibility():
+    wave = torch.randn(32000) * 0.1
+    out = AudioAugment()(wave, gen(3))
+    assert out.shape == (1, 80, 201) and torch.isfinite(out).all()
+    assert torch.equal(out, AudioAugment()(wave, gen(3)))
+    assert not torch.equal(out, AudioAugment()(wave, gen(4)))
