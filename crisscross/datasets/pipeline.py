@@ -1,0 +1,225 @@
+"""From a manifest to fixed-shape pretraining batches: Ray Data, or a torch Dataset for debugging.
+
+Only manifest rows (paths and probed facts) enter Ray's object store; each decode actor opens the
+files itself. A sample that fails to decode is skipped and recorded, with its path and reason, in a
+named FailureLog actor; `EpochData.failures()` drains it at the end of the epoch.
+Legend of batch arrays: B samples, T frames, F mel bins, S spectrogram frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+import torch
+
+from crisscross.datasets.decode import DecodeError
+from crisscross.datasets.manifest import Manifest
+from crisscross.datasets.samples import ClipSpec, PretextSample
+from crisscross.datasets.sampling import required_seconds
+
+log = logging.getLogger(__name__)
+VIEWS = ("v1", "v2", "a1", "a2")
+NAMESPACE = "crisscross"
+
+
+@dataclass(frozen=True)
+class DecodeResources:
+    """How the decode stage runs: actors, CPUs and memory per actor, rows per task."""
+
+    workers: int = 2
+    cpus_per_worker: float = 1.0
+    memory_mb: int | None = None
+    rows_per_task: int = 8
+
+
+@dataclass(frozen=True)
+class Failure:
+    path: str
+    reason: str
+    epoch: int
+
+
+@ray.remote(num_cpus=0)
+class FailureLog:
+    """Collects the samples that failed to decode, until drained."""
+
+    def __init__(self) -> None:
+        self.items: list[Failure] = []
+
+    def record(self, failure: Failure) -> None:
+        self.items.append(failure)
+
+    def drain(self) -> list[Failure]:
+        items, self.items = self.items, []
+        return items
+
+
+@dataclass(frozen=True)
+class FailureLogRef:
+    """The owning handle of a run's FailureLog and the name decode actors look it up by.
+
+    Keep it for the run: a named actor lives only while its creator's handle does.
+    """
+
+    name: str
+    handle: ray.actor.ActorHandle
+
+    @classmethod
+    def create(cls, name: str | None = None) -> FailureLogRef:
+        name = name or f"crisscross-failures-{uuid.uuid4().hex[:12]}"
+        handle = FailureLog.options(name=name, namespace=NAMESPACE).remote()
+        ray.get(handle.__ray_ready__.remote())  # registered before any decode actor looks it up
+        return cls(name, handle)
+
+    def drain(self) -> list[Failure]:
+        """The failures recorded since the last drain."""
+        return ray.get(self.handle.drain.remote())
+
+
+def usable_rows(manifest: Manifest, spec: ClipSpec) -> pa.Table:
+    """Rows with status ok that are long enough for the sampling mode."""
+    need = required_seconds(
+        spec.sampling, audio_seconds=spec.audio_seconds, video_seconds=spec.video_seconds
+    )
+    table = manifest.usable()
+    return table.filter(pc.greater_equal(table.column("duration"), need - 1e-6))
+
+
+def epoch_order(table: pa.Table, *, seed: int, epoch: int, repeats: int = 1) -> pa.Table:
+    """The epoch's rows, each `repeats` times, shuffled by (seed, epoch), numbered by `index`."""
+    order = np.tile(np.arange(table.num_rows), repeats)
+    np.random.default_rng([seed, epoch]).shuffle(order)
+    rows = table.select(
+        ["path", "duration", *(["audio_path"] if "audio_path" in table.column_names else [])]
+    )
+    rows = rows.take(pa.array(order))
+    rows = rows.append_column("index", pa.array(np.arange(len(order)), pa.int64()))
+    return rows.append_column("epoch", pa.array(np.full(len(order), epoch), pa.int64()))
+
+
+class PretextDecoder:
+    """Ray Data callable class: a batch of manifest rows -> a batch of decoded, augmented views."""
+
+    def __init__(self, spec: ClipSpec, seed: int, failure_log: str | None) -> None:
+        torch.set_num_threads(1)  # one decode actor per CPU: no oversubscription
+        self.sample = PretextSample(spec, seed=seed)
+        self.failures = ray.get_actor(failure_log, namespace=NAMESPACE) if failure_log else None
+
+    def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        views: dict[str, list[np.ndarray]] = {name: [] for name in VIEWS}
+        for i in range(len(batch["path"])):
+            row = {key: batch[key][i] for key in batch}
+            try:
+                out = self.sample(row, epoch=int(row["epoch"]), index=int(row["index"]))
+            except (DecodeError, ValueError) as exc:
+                self._record(Failure(str(row["path"]), str(exc), int(row["epoch"])))
+                continue
+            for name in VIEWS:
+                views[name].append(out[name])
+        return {name: _stack(arrays, self.sample.spec, name) for name, arrays in views.items()}
+
+    def _record(self, failure: Failure) -> None:
+        log.warning("skipped %s: %s", failure.path, failure.reason)
+        if self.failures is not None:
+            ray.get(
+                self.failures.record.remote(failure)
+            )  # synchronous: counted before the epoch ends
+
+
+def _stack(arrays: list[np.ndarray], spec: ClipSpec, name: str) -> np.ndarray:
+    if arrays:
+        return np.stack(arrays)
+    frames = spec.audio_seconds * spec.sample_rate // 160 + 1
+    shape = (
+        (0, spec.frames, 3, spec.crop_size, spec.crop_size)
+        if name[0] == "v"
+        else (0, 1, spec.n_mels, int(frames))
+    )
+    return np.zeros(shape, np.uint8 if name[0] == "v" else np.float32)
+
+
+@dataclass
+class EpochData:
+    """One epoch of pretraining samples as a Ray Dataset, and its decode failures."""
+
+    dataset: ray.data.Dataset
+    rows: int
+    failure_log: FailureLogRef
+
+    def failures(self) -> list[Failure]:
+        """The samples that failed since the last call (call it when the epoch is consumed)."""
+        return self.failure_log.drain()
+
+
+def pretext_epoch(
+    manifest: Manifest,
+    *,
+    spec: ClipSpec,
+    epoch: int,
+    seed: int = 0,
+    repeats: int = 1,
+    resources: DecodeResources = DecodeResources(),
+    failure_log: FailureLogRef | None = None,
+) -> EpochData:
+    """The Ray Dataset of one epoch; failures go to the run's `failure_log` (or a new one)."""
+    rows = epoch_order(usable_rows(manifest, spec), seed=seed, epoch=epoch, repeats=repeats)
+    failure_log = failure_log or FailureLogRef.create()
+    blocks = max(1, -(-rows.num_rows // resources.rows_per_task))  # one block per decode task
+    dataset = ray.data.from_arrow(rows, override_num_blocks=blocks).map_batches(
+        PretextDecoder,
+        fn_constructor_kwargs={"spec": spec, "seed": seed, "failure_log": failure_log.name},
+        batch_size=resources.rows_per_task,
+        compute=ray.data.ActorPoolStrategy(size=resources.workers),
+        num_cpus=resources.cpus_per_worker,
+        memory=resources.memory_mb * 2**20 if resources.memory_mb else None,
+    )
+    return EpochData(dataset, rows.num_rows, failure_log)
+
+
+def iter_batches(
+    data: EpochData, batch_size: int, *, drop_last: bool = True
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Fixed-shape torch batches: v1/v2 uint8 (B, T, 3, H, W), a1/a2 float32 (B, 1, F, S)."""
+    yield from data.dataset.iter_torch_batches(
+        batch_size=batch_size, drop_last=drop_last, device="cpu"
+    )
+
+
+class PretextTorchDataset(torch.utils.data.Dataset):
+    """The same per-sample function as a map-style torch Dataset (debugging, benchmark baseline).
+
+    A sample that fails gives None; `collate_skipping_failures` drops it and counts it.
+    """
+
+    def __init__(self, rows: pa.Table, sample: PretextSample) -> None:
+        self.rows = rows.to_pylist()
+        self.sample = sample
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray] | None:
+        row = self.rows[i]
+        try:
+            return self.sample(row, epoch=int(row["epoch"]), index=int(row["index"]))
+        except (DecodeError, ValueError) as exc:
+            log.warning("skipped %s: %s", row["path"], exc)
+            return None
+
+
+def collate_skipping_failures(items: list[dict[str, np.ndarray] | None]) -> dict[str, torch.Tensor]:
+    kept = [item for item in items if item is not None]
+    batch = (
+        {name: torch.from_numpy(np.stack([item[name] for item in kept])) for name in VIEWS}
+        if kept
+        else {}
+    )
+    batch["failed"] = torch.tensor(len(items) - len(kept))
+    return batch

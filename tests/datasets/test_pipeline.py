@@ -1,0 +1,92 @@
+"""The Ray Data pipeline and the torch Dataset over the same per-sample function."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from crisscross.datasets.manifest import build_manifest
+from crisscross.datasets.pipeline import (
+    DecodeResources,
+    FailureLogRef,
+    PretextTorchDataset,
+    collate_skipping_failures,
+    epoch_order,
+    iter_batches,
+    pretext_epoch,
+    usable_rows,
+)
+from crisscross.datasets.samples import ClipSpec, PretextSample
+
+SPEC = ClipSpec(crop_size=48, short_side=56)
+
+
+@pytest.fixture(scope="module")
+def broken_after_probe(synthetic, tmp_path_factory):
+    """A manifest whose first usable file is damaged after probing: fails only at decode time."""
+    root = tmp_path_factory.mktemp("pipe") / "ks"
+    shutil.copytree(synthetic["kinetics_sound"], root)
+    manifest = build_manifest("kinetics_sound", str(root), out=str(root / "m.parquet")).manifest
+    victim = usable_rows(manifest, SPEC).column("path")[0].as_py()
+    with open(victim, "r+b") as handle:
+        handle.truncate(3000)
+    return manifest, victim
+
+
+def test_epoch_order_is_a_seeded_shuffle_with_repeats(broken_after_probe):
+    manifest, _ = broken_after_probe
+    rows = usable_rows(manifest, SPEC)
+    first = epoch_order(rows, seed=1, epoch=0, repeats=2)
+    assert first.num_rows == 2 * rows.num_rows
+    assert sorted(first.column("path").to_pylist()) == sorted(rows.column("path").to_pylist() * 2)
+    assert first.column("index").to_pylist() == list(range(first.num_rows))
+    assert first.equals(epoch_order(rows, seed=1, epoch=0, repeats=2))
+    assert not first.equals(epoch_order(rows, seed=1, epoch=1, repeats=2))
+
+
+def test_ray_data_batches_skip_and_report_failures(local_ray, broken_after_probe):
+    manifest, victim = broken_after_probe
+    log = FailureLogRef.create()
+    for epoch in range(2):  # the run's log outlives each epoch's dataset
+        data = pretext_epoch(
+            manifest,
+            spec=SPEC,
+            epoch=epoch,
+            failure_log=log,
+            resources=DecodeResources(workers=2, rows_per_task=2),
+        )
+        batches = list(iter_batches(data, 4, drop_last=False))
+        assert sum(b["v1"].shape[0] for b in batches) == data.rows - 1
+        first = batches[0]
+        assert first["v1"].dtype == torch.uint8 and tuple(first["v1"].shape[1:]) == (8, 3, 48, 48)
+        assert first["a1"].dtype == torch.float32 and tuple(first["a1"].shape[1:]) == (1, 80, 201)
+        failures = data.failures()
+        assert [(f.path, f.epoch) for f in failures] == [(victim, epoch)]
+        assert "Invalid data found" in failures[0].reason
+
+
+def test_ray_data_matches_the_per_sample_function(local_ray, synthetic, tmp_path):
+    ks = build_manifest(
+        "kinetics_sound", str(synthetic["kinetics_sound"]), out=str(tmp_path / "k.parquet")
+    ).manifest
+    data = pretext_epoch(
+        ks, spec=SPEC, epoch=3, seed=5, resources=DecodeResources(workers=1, rows_per_task=1)
+    )
+    got = next(iter(data.dataset.iter_batches(batch_size=1)))
+    row = epoch_order(usable_rows(ks, SPEC), seed=5, epoch=3).to_pylist()[0]
+    expected = PretextSample(SPEC, seed=5)(row, epoch=3, index=0)
+    assert all(np.array_equal(got[k][0], expected[k]) for k in expected)
+
+
+def test_torch_dataset_skips_failures(broken_after_probe):
+    manifest, _ = broken_after_probe
+    rows = epoch_order(usable_rows(manifest, SPEC), seed=0, epoch=0)
+    dataset = PretextTorchDataset(rows, PretextSample(SPEC))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=len(dataset), collate_fn=collate_skipping_failures
+    )
+    batch = next(iter(loader))
+    assert int(batch["failed"]) == 1 and batch["v1"].shape[0] == len(dataset) - 1
