@@ -52,6 +52,9 @@ SCHEMA = pa.schema(
         ("error", pa.string()),
         ("status", pa.string()),
         ("reason", pa.string()),
+        # prepared copies only: the 16 kHz mono int16 audio, and the original file
+        ("audio_path", pa.string()),
+        ("source_path", pa.string()),
     ]
 )
 
@@ -143,7 +146,7 @@ def _preset(entries: list[Entry]) -> int:
 
 
 def _row(entry: Entry, path: str, size: int | None, mtime: int | None) -> dict[str, Any]:
-    row: dict[str, Any] = dict(FACTS)
+    row: dict[str, Any] = dict(FACTS) | {"audio_path": None, "source_path": None}
     row |= {
         "rel": entry.rel,
         "path": path,

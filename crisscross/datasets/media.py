@@ -28,11 +28,14 @@ def write_av(
     keyframe_every: float = 2.0,
     rotation: int = 0,
     frame_times: np.ndarray | None = None,
+    preset: str = "ultrafast",
 ) -> Path:
     """Encode uint8 RGB frames and float audio in [-1, 1] into one container (format by suffix).
 
     `keyframe_every` sets a fixed keyframe interval in seconds; `frame_times` (seconds, one per
-    frame) writes a variable-frame-rate stream; `rotation` sets the display-matrix rotation.
+    frame) writes a variable-frame-rate stream; `rotation` sets the display-matrix rotation;
+    `preset` is x264's: "ultrafast" is quick to write but far cheaper to decode than web video
+    (no CABAC, B-frames or deblocking), "veryfast" has all three.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,7 +44,9 @@ def write_av(
         if video_THWC is not None:
             # a variable frame rate is written as millisecond timestamps
             rate = 1000.0 if frame_times is not None else fps
-            vstream = _video_stream(container, video_THWC, rate, video_codec, keyframe_every)
+            vstream = _video_stream(
+                container, video_THWC, rate, video_codec, keyframe_every, preset
+            )
             if rotation:
                 vstream.set_display_rotation(rotation)
         if audio_CN is not None:
@@ -59,7 +64,7 @@ def write_av(
     return path
 
 
-def _video_stream(container, video_THWC, fps, codec, keyframe_every):
+def _video_stream(container, video_THWC, fps, codec, keyframe_every, preset):
     stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
     stream.height, stream.width = video_THWC.shape[1:3]
     stream.pix_fmt = "yuv420p"
@@ -67,7 +72,7 @@ def _video_stream(container, video_THWC, fps, codec, keyframe_every):
     stream.gop_size = gop
     if codec == "libx264":
         stream.options = {
-            "preset": "ultrafast",
+            "preset": preset,
             "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
         }
     else:

@@ -9,6 +9,8 @@ Legend of batch arrays: B samples, T frames, F mel bins, S spectrogram frames.
 from __future__ import annotations
 
 import logging
+import os
+import resource
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -48,17 +50,24 @@ class Failure:
 
 @ray.remote(num_cpus=0)
 class FailureLog:
-    """Collects the samples that failed to decode, until drained."""
+    """Collects the samples that failed to decode, and each decode actor's peak RSS."""
 
     def __init__(self) -> None:
         self.items: list[Failure] = []
+        self.peak_rss: dict[int, float] = {}
 
     def record(self, failure: Failure) -> None:
         self.items.append(failure)
 
+    def note_rss(self, pid: int, mib: float) -> None:
+        self.peak_rss[pid] = max(mib, self.peak_rss.get(pid, 0.0))
+
     def drain(self) -> list[Failure]:
         items, self.items = self.items, []
         return items
+
+    def rss(self) -> dict[int, float]:
+        return dict(self.peak_rss)
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,10 @@ class FailureLogRef:
     def drain(self) -> list[Failure]:
         """The failures recorded since the last drain."""
         return ray.get(self.handle.drain.remote())
+
+    def peak_rss_mib(self) -> dict[int, float]:
+        """Peak resident memory of each decode actor process so far, by pid."""
+        return ray.get(self.handle.rss.remote())
 
 
 def usable_rows(manifest: Manifest, spec: ClipSpec) -> pa.Table:
@@ -123,6 +136,9 @@ class PretextDecoder:
                 continue
             for name in VIEWS:
                 views[name].append(out[name])
+        if self.failures is not None:  # ru_maxrss is in KiB on Linux
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            self.failures.note_rss.remote(os.getpid(), peak)
         return {name: _stack(arrays, self.sample.spec, name) for name, arrays in views.items()}
 
     def _record(self, failure: Failure) -> None:

@@ -90,3 +90,32 @@ def test_torch_dataset_skips_failures(broken_after_probe):
     )
     batch = next(iter(loader))
     assert int(batch["failed"]) == 1 and batch["v1"].shape[0] == len(dataset) - 1
+
+
+def test_forked_dataloader_workers_do_not_hang_after_the_parent_decoded(synthetic, tmp_path):
+    """swscale state inherited through fork() once hung every DataLoader worker."""
+    import subprocess
+    import sys
+    import textwrap
+
+    manifest_path = tmp_path / "m.parquet"
+    build_manifest("kinetics_sound", str(synthetic["kinetics_sound"]), out=str(manifest_path))
+    script = textwrap.dedent(f"""
+        import torch
+        from crisscross.datasets.manifest import read_manifest
+        from crisscross.datasets.pipeline import (PretextTorchDataset, collate_skipping_failures,
+                                                  epoch_order, usable_rows)
+        from crisscross.datasets.samples import ClipSpec, PretextSample
+        spec = ClipSpec(crop_size=48, short_side=56)
+        rows = epoch_order(usable_rows(read_manifest({str(manifest_path)!r}), spec), seed=0, epoch=0)
+        sample = PretextSample(spec)
+        sample(rows.to_pylist()[0], epoch=0, index=0)  # the parent decodes first
+        loader = torch.utils.data.DataLoader(PretextTorchDataset(rows, sample), batch_size=4,
+                                             num_workers=2, collate_fn=collate_skipping_failures)
+        print(sum(batch["v1"].shape[0] for batch in loader))
+    """)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert int(proc.stdout.strip().splitlines()[-1]) == 15

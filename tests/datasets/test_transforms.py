@@ -56,3 +56,51 @@ def test_audio_augment_shape_and_reproducibility():
     assert out.shape == (1, 80, 201) and torch.isfinite(out).all()
     assert torch.equal(out, AudioAugment()(wave, gen(3)))
     assert not torch.equal(out, AudioAugment()(wave, gen(4)))
+
+
+@pytest.mark.parametrize("op", ["brightness", "contrast", "saturation"])
+def test_fused_colour_steps_match_torchvision(op, monkeypatch):
+    import torchvision.transforms.v2.functional as TF
+
+    from crisscross.datasets.transforms import video as V
+
+    x = torch.rand(4, 3, 24, 24) * 120 + 60  # mid-range: no clamping in either version
+    index, factor = {"brightness": 0, "contrast": 1, "saturation": 2}[op], 1.3
+    # force a jitter of only this op with this factor: draws give the factor, order puts it first
+    strength = [0.0, 0.0, 0.0, 0.0]
+    strength[index] = 0.3
+    monkeypatch.setattr(V, "_uniform", lambda g, lo, hi: hi if hi > 1 else 1.0 if lo > 0 else 0.0)
+    matrix, offset = V._colour_jitter(x.mean(dim=(-2, -1)), tuple(strength), torch.Generator())
+    ours = torch.einsum("ij,tjhw->tihw", matrix, x) + offset[:, :, None, None]
+    reference = getattr(TF, f"adjust_{op}")(x / 255, factor) * 255
+    assert (ours - reference).abs().max() < 0.01
+
+
+def test_hue_rotation_keeps_grey_and_luma():
+    from crisscross.datasets.transforms import video as V
+
+    grey = torch.full((1, 3, 4, 4), 90.0)
+    for turn in (0.1, -0.2):
+        rotation = torch.tensor(
+            [
+                [1.0, 0, 0],
+                [0, np.cos(2 * np.pi * turn), -np.sin(2 * np.pi * turn)],
+                [0, np.sin(2 * np.pi * turn), np.cos(2 * np.pi * turn)],
+            ],
+            dtype=torch.float32,
+        )
+        step = V.YIQ_TO_RGB @ rotation @ V.RGB_TO_YIQ
+        assert torch.allclose(torch.einsum("ij,tjhw->tihw", step, grey), grey, atol=1e-3)
+        colour = torch.tensor([200.0, 40.0, 90.0])
+        assert ((step @ colour) @ V.LUMA).item() == pytest.approx(
+            (colour @ V.LUMA).item(), abs=0.05
+        )
+
+
+def test_separable_blur_matches_torchvision():
+    import torchvision.transforms.v2.functional as TF
+
+    from crisscross.datasets.transforms.video import _blur
+
+    x = torch.rand(2, 3, 30, 40) * 255
+    assert (_blur(x, 11, 1.3) - TF.gaussian_blur(x, [11, 11], [1.3, 1.3])).abs().max() < 1e-3

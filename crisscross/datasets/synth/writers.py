@@ -80,6 +80,7 @@ class SynthSpec:
     sample_rate: int = 44100
     channels: int = 2
     keyframe_every: float = 2.0
+    preset: str = "ultrafast"  # x264 preset of the mp4 videos
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ def _audiovisual(
             video_codec=video_codec,
             audio_codec="aac",
             keyframe_every=spec.keyframe_every,
+            preset=spec.preset,
         )
 
     return encode

@@ -1,0 +1,291 @@
+"""`crisscross bench data`: pretraining-sample throughput of each way of reading, side by side.
+
+On a synthetic Kinetics-like corpus (10 s clips, 340x256, 25 fps H.264 with a keyframe every 2 s,
+44.1 kHz stereo AAC), in one run, samples per second of:
+  decode_limit  PyAV decoding exactly the packets the samples need, nothing else, one process;
+  sample_fn     our full per-sample function, one process;
+  ray_data      the Ray Data pipeline with N decode actors;
+  dataloader    a torch DataLoader with N workers over the same function;
+  naive         decode the whole file, then slice, then the same augmentation, one process;
+  prepared      the full per-sample function on the prepared copy, one process.
+Multi-worker figures are timed from the first batch to the last (actor and worker start-up apart).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import ray
+import torch
+
+from crisscross.datasets.decode import AUDIO_PREROLL, _to_rgb
+from crisscross.datasets.manifest import build_manifest
+from crisscross.datasets.pipeline import (
+    DecodeResources,
+    FailureLogRef,
+    PretextTorchDataset,
+    collate_skipping_failures,
+    epoch_order,
+    iter_batches,
+    pretext_epoch,
+    usable_rows,
+)
+from crisscross.datasets.prepare import PrepareSpec, prepare_dataset
+from crisscross.datasets.samples import ClipSpec, PretextSample, sample_generators
+from crisscross.datasets.sampling import Windows, frame_times, pretext_windows
+from crisscross.datasets.synth import SynthSpec, synthesize
+
+log = logging.getLogger(__name__)
+GOALS = {
+    "sample_vs_limit": 0.7,
+    "ray_vs_dataloader": 0.9,
+    "sample_vs_naive": 3.0,
+    "prepared_vs_raw": 10.0,
+}
+RSS_GOAL_MIB = 1024.0
+
+
+@dataclass(frozen=True)
+class DataBenchSpec:
+    clips: int = 8
+    seconds: float = 10.0
+    width: int = 340
+    height: int = 256
+    fps: float = 25.0
+    keyframe_every: float = 2.0
+    preset: str = "veryfast"  # CABAC, B-frames, deblocking: decodes like web video
+    sample_rate: int = 44100
+    channels: int = 2
+    samples: int = 48  # per single-process figure
+    naive_samples: int = 12
+    workers: int = 2
+    batch_size: int = 8
+    seed: int = 0
+
+
+def run_data_benchmark(
+    spec: DataBenchSpec, workdir: str | Path, *, clip: ClipSpec | None = None
+) -> dict[str, Any]:
+    """Make the corpus, measure every figure in one run, return the results (see module doc)."""
+    clip = clip or ClipSpec()
+    torch.set_num_threads(1)  # one process, one core: the single-process figures compare fairly
+    workdir = Path(workdir)
+    corpus, rows = _corpus(spec, workdir)
+    figures: dict[str, float] = {}
+    sample = PretextSample(clip, seed=spec.seed)
+    figures["decode_limit"] = _rate(
+        rows, spec.samples, lambda row, i: _decode_limit(row, i, clip, spec.seed)
+    )
+    figures["sample_fn"] = _rate(rows, spec.samples, lambda row, i: sample(row, epoch=0, index=i))
+    figures["naive"] = _rate(rows, spec.naive_samples, lambda row, i: _naive(row, i, sample))
+    if not ray.is_initialized():
+        ray.init(num_cpus=max(spec.workers, 1), configure_logging=False, log_to_driver=False)
+    figures["ray_data"], peak_rss = _ray_data(corpus, spec, clip)
+    figures["dataloader"] = _dataloader(rows, spec, sample)
+    prepared = prepare_dataset(
+        "kinetics400",
+        str(corpus),
+        str(workdir / "prepared"),
+        spec=PrepareSpec(short_side=clip.short_side, fps=clip.fps),
+    )
+    prepared_rows = epoch_order(
+        usable_rows(prepared.manifest, clip), seed=spec.seed, epoch=0
+    ).to_pylist()
+    figures["prepared"] = _rate(
+        prepared_rows, spec.samples, lambda row, i: sample(row, epoch=0, index=i)
+    )
+    ratios = {
+        "sample_vs_limit": figures["sample_fn"] / figures["decode_limit"],
+        "ray_vs_dataloader": figures["ray_data"] / figures["dataloader"],
+        "sample_vs_naive": figures["sample_fn"] / figures["naive"],
+        "prepared_vs_raw": figures["prepared"] / figures["sample_fn"],
+    }
+    return {
+        **figures,
+        "ratios": ratios,
+        "goals": GOALS | {"peak_rss_mib_per_worker": RSS_GOAL_MIB},
+        "peak_rss_mib_per_worker": peak_rss,
+        "corpus": asdict(spec),
+        "clip": asdict(clip),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "ray": ray.__version__,
+            "av": av.__version__,
+        },
+    }
+
+
+def _corpus(spec: DataBenchSpec, workdir: Path) -> tuple[Path, list[dict[str, Any]]]:
+    root = workdir / "corpus"
+    synth = SynthSpec(
+        classes=2,
+        per_class=max(1, spec.clips // 2),
+        seconds=spec.seconds,
+        seed=spec.seed,
+        width=spec.width,
+        height=spec.height,
+        fps=spec.fps,
+        sample_rate=spec.sample_rate,
+        channels=spec.channels,
+        keyframe_every=spec.keyframe_every,
+        preset=spec.preset,
+    )
+    if not (root / "annotations").exists():
+        synthesize("kinetics400", root, synth)
+    manifest = build_manifest("kinetics400", str(root)).manifest
+    rows = epoch_order(usable_rows(manifest, ClipSpec()), seed=spec.seed, epoch=0).to_pylist()
+    if not rows:
+        raise RuntimeError(f"{root}: the benchmark corpus has no usable clip")
+    return root, rows
+
+
+def _rate(
+    rows: list[dict[str, Any]], count: int, work: Callable[[dict[str, Any], int], Any]
+) -> float:
+    work(rows[0], 0)  # warm-up: imports, codec and filter-bank set-up
+    start = time.perf_counter()
+    for i in range(count):
+        work(rows[i % len(rows)], i)
+    return count / (time.perf_counter() - start)
+
+
+def _windows(row: dict[str, Any], index: int, clip: ClipSpec, seed: int) -> Windows:
+    rng, _ = sample_generators(seed, 0, index)
+    return pretext_windows(
+        clip.sampling,
+        float(row["duration"]),
+        audio_seconds=clip.audio_seconds,
+        video_seconds=clip.video_seconds,
+        rng=rng,
+    )
+
+
+def _decode_limit(row: dict[str, Any], index: int, clip: ClipSpec, seed: int) -> None:
+    """Decode exactly the packets the sample's windows need: no conversion, no resampling."""
+    w = _windows(row, index, clip, seed)
+    video_end = max(w.v1, w.v2) + clip.video_seconds
+    audio_end = max(w.a1, w.a2) + clip.audio_seconds
+    with av.open(row["path"]) as container:
+        stream = container.streams.video[0]
+        container.seek(int(min(w.v1, w.v2) / stream.time_base), stream=stream, backward=True)
+        for frame in container.decode(stream):
+            if frame.time is not None and frame.time >= video_end:
+                break
+        stream = container.streams.audio[0]
+        start = max(min(w.a1, w.a2) - AUDIO_PREROLL, 0.0)
+        container.seek(int(start / stream.time_base), stream=stream, backward=True)
+        for frame in container.decode(stream):
+            if frame.time is not None and frame.time >= audio_end:
+                break
+
+
+def _naive(row: dict[str, Any], index: int, sample: PretextSample) -> dict[str, np.ndarray]:
+    """Decode the whole file (every frame to RGB, all audio to 16 kHz), then slice and augment."""
+    clip = sample.spec
+    with av.open(row["path"]) as container:
+        frames = [(f.time, _to_rgb(f, clip.short_side)) for f in container.decode(video=0)]
+        container.seek(0)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=clip.sample_rate)
+        chunks = [
+            o.to_ndarray().reshape(-1)
+            for f in container.decode(audio=0)
+            for o in resampler.resample(f)
+        ]
+    wave = np.concatenate(chunks)
+    times = np.array([t for t, _ in frames])
+    w = _windows(row, index, clip, sample.seed)
+    _, g = sample_generators(sample.seed, 0, index)
+    out = {}
+    for name, start in (("v1", w.v1), ("v2", w.v2)):
+        picks = [
+            max(int(np.searchsorted(times, t + 1e-6)) - 1, 0)
+            for t in frame_times(start, clip.frames, clip.fps)
+        ]
+        video = torch.from_numpy(np.stack([frames[i][1] for i in picks])).permute(0, 3, 1, 2)
+        out[name] = sample.video_aug(video, g).numpy()
+    for name, start in (("a1", w.a1), ("a2", w.a2)):
+        first = round(start * clip.sample_rate)
+        piece = wave[first : first + round(clip.audio_seconds * clip.sample_rate)]
+        out[name] = sample.audio_aug(torch.from_numpy(np.ascontiguousarray(piece)), g).numpy()
+    return out
+
+
+def _ray_data(corpus: Path, spec: DataBenchSpec, clip: ClipSpec) -> tuple[float, float]:
+    manifest = build_manifest("kinetics400", str(corpus)).manifest
+    repeats = max(
+        1, -(-spec.samples * spec.workers // max(1, usable_rows(manifest, clip).num_rows))
+    )
+    failure_log = FailureLogRef.create()
+    data = pretext_epoch(
+        manifest,
+        spec=clip,
+        epoch=0,
+        seed=spec.seed,
+        repeats=repeats,
+        resources=DecodeResources(workers=spec.workers, rows_per_task=4),
+        failure_log=failure_log,
+    )
+    rate = _steady_rate(iter_batches(data, spec.batch_size, drop_last=False))
+    peaks = failure_log.peak_rss_mib()
+    return rate, max(peaks.values()) if peaks else float("nan")
+
+
+def _dataloader(rows: list[dict[str, Any]], spec: DataBenchSpec, sample: PretextSample) -> float:
+    import pyarrow as pa
+
+    repeats = max(1, -(-spec.samples * spec.workers // len(rows)))
+    table = pa.Table.from_pylist(rows)
+    ordered = epoch_order(
+        table.drop_columns(["index", "epoch"]), seed=spec.seed, epoch=0, repeats=repeats
+    )
+    loader = torch.utils.data.DataLoader(
+        PretextTorchDataset(ordered, sample),
+        batch_size=spec.batch_size,
+        num_workers=spec.workers,
+        collate_fn=collate_skipping_failures,
+        worker_init_fn=lambda _: torch.set_num_threads(1),
+    )
+    return _steady_rate(iter(loader))
+
+
+def _steady_rate(batches) -> float:
+    """Samples per second from the first batch's arrival to the last's."""
+    first = next(batches)
+    start, count = time.perf_counter(), 0
+    for batch in batches:
+        count += batch["v1"].shape[0]
+    elapsed = time.perf_counter() - start
+    return count / elapsed if count and elapsed > 0 else float(first["v1"].shape[0]) / 1e-9
+
+
+def report(results: dict[str, Any]) -> str:
+    """A readable table of the figures and the ratios against their goals."""
+    lines = [f"{'reader':<14}{'samples/s':>12}"]
+    for name in ("decode_limit", "sample_fn", "ray_data", "dataloader", "naive", "prepared"):
+        lines.append(f"{name:<14}{results[name]:>12.1f}")
+    lines.append("")
+    lines.append(f"{'ratio':<20}{'measured':>10}{'goal':>8}  met")
+    for name, value in results["ratios"].items():
+        goal = GOALS[name]
+        lines.append(f"{name:<20}{value:>10.2f}{goal:>8.1f}  {'yes' if value >= goal else 'NO'}")
+    rss = results["peak_rss_mib_per_worker"]
+    met = "yes" if rss <= RSS_GOAL_MIB else "NO"
+    lines.append(f"{'peak RSS/worker MiB':<20}{rss:>10.0f}{RSS_GOAL_MIB:>8.0f}  {met}  (at most)")
+    return "\n".join(lines)
+
+
+def write_json(results: dict[str, Any], path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(results, indent=2) + "\n")

@@ -1,0 +1,181 @@
+"""`crisscross prepare`: a one-time copy of a dataset that is cheap to decode.
+
+Videos are re-encoded upright at a small short side, at the sampling frame rate, with a keyframe
+every `keyframe_every` seconds (so a seek lands near the window); audio is stored as 16 kHz mono
+int16 .npy, read by a range read with no decoding. Files are written under temporary names and
+renamed when complete, so an interrupted run resumes where it stopped. Work runs as Ray tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pyarrow as pa
+import ray
+
+from crisscross.datasets.decode import _to_rgb, read_audio
+from crisscross.datasets.manifest import Manifest, build_manifest, write_manifest
+from crisscross.datasets.media import write_av
+from crisscross.datasets.probe import open_media, probe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PrepareSpec:
+    short_side: int = 128
+    fps: float = 16.0
+    keyframe_every: float = 0.5
+    sample_rate: int = 16000
+
+
+@dataclass(frozen=True)
+class PrepareReport:
+    manifest: Manifest
+    path: str
+    done: int
+    skipped: int
+    failed: int
+    seconds: float
+
+
+def prepared_paths(out: str, rel: str) -> tuple[str, str]:
+    """(video, audio) paths of a file's prepared copy."""
+    stem = str(Path(out) / rel).rsplit(".", 1)[0]
+    return f"{stem}.mp4", f"{stem}.audio.npy"
+
+
+def prepare_file(row: dict[str, Any], out: str, spec: PrepareSpec) -> dict[str, Any]:
+    """Prepare one manifest row; returns its prepared copy's row (unreadable on failure)."""
+    video_out, audio_out = prepared_paths(out, row["rel"])
+    new = dict(row) | {
+        "source_path": row["path"],
+        "path": video_out if row["has_video"] else row["path"],
+    }
+    try:
+        if row["has_video"] and not os.path.exists(video_out):
+            _transcode_video(row, video_out, spec)
+        if row["has_audio"]:
+            if not os.path.exists(audio_out):
+                _store_audio(row, audio_out, spec)
+            new["audio_path"] = audio_out
+    except (av.FFmpegError, OSError, ValueError, RuntimeError) as exc:
+        return new | {
+            "status": "unreadable",
+            "reason": f"prepare: {type(exc).__name__}: {exc}"[:300],
+        }
+    if row["has_video"]:
+        facts = probe(video_out)
+        new |= {
+            k: facts[k] for k in ("width", "height", "fps", "frames", "video_codec", "rotation")
+        }
+    return new
+
+
+def _transcode_video(row: dict[str, Any], target: str, spec: PrepareSpec) -> None:
+    duration = float(row["duration"])
+    times = np.arange(0.0, duration, 1.0 / spec.fps)
+    frames = []
+    with open_media(row["path"]) as container:
+        stream = container.streams.video[0]
+        offset = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        k, previous = 0, None
+        for frame in container.decode(stream):
+            t = (frame.time or 0.0) - offset
+            while k < len(times) and t > times[k] + 1e-6:
+                frames.append(_to_rgb(previous if previous is not None else frame, spec.short_side))
+                k += 1
+            previous = frame
+        while previous is not None and k < len(times):
+            frames.append(_to_rgb(previous, spec.short_side))
+            k += 1
+    if not frames:
+        raise ValueError("no video frames")
+    _atomic(
+        target,
+        lambda tmp: write_av(
+            tmp, _even(np.stack(frames)), fps=spec.fps, keyframe_every=spec.keyframe_every
+        ),
+    )
+
+
+def _store_audio(row: dict[str, Any], target: str, spec: PrepareSpec) -> None:
+    with open_media(row["path"]) as container:
+        wave = read_audio(container, 0.0, float(row["duration"]), sample_rate=spec.sample_rate)
+    pcm = (np.clip(wave, -1, 1) * 32767).astype(np.int16)
+
+    def save(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            np.save(handle, pcm)
+
+    _atomic(target, save)
+
+
+def _even(frames: np.ndarray) -> np.ndarray:
+    """yuv420p needs even sides."""
+    h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
+    return frames[:, :h, :w]
+
+
+def _atomic(target: str, write) -> None:
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    suffix = Path(target).name.split(".", 1)[1]
+    tmp = f"{target}.partial.{os.getpid()}.{suffix}"
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+@ray.remote(num_cpus=1)
+def _prepare_remote(row: dict[str, Any], out: str, spec: PrepareSpec) -> dict[str, Any]:
+    return prepare_file(row, out, spec)
+
+
+def prepare_dataset(
+    dataset: str,
+    root: str,
+    out: str,
+    *,
+    spec: PrepareSpec = PrepareSpec(),
+    progress=None,
+    **manifest_options: Any,
+) -> PrepareReport:
+    """Prepare every usable file of `dataset` at `root` into `out`; resumable, parallel."""
+    start = time.perf_counter()
+    source = build_manifest(dataset, root, **manifest_options).manifest
+    rows = source.table.to_pylist()
+    todo = [row for row in rows if row["status"] == "ok"]
+    skipped = sum(all(os.path.exists(p) for p in _wanted(row, out)) for row in todo)
+    if not ray.is_initialized():
+        ray.init(configure_logging=False, log_to_driver=False)
+    pending = [_prepare_remote.remote(row, out, spec) for row in todo]
+    results: dict[str, dict[str, Any]] = {}
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=min(len(pending), 8), timeout=5.0)
+        for result in ray.get(ready):
+            results[result["rel"]] = result
+        if progress:
+            progress(len(results), len(todo))
+    prepared_rows = [results.get(row["rel"], row) for row in rows]
+    table = pa.Table.from_pylist(prepared_rows, schema=source.table.schema)
+    manifest = Manifest(table, dataset, out, source.classes, source.min_seconds)
+    path = str(Path(out) / f"crisscross_manifest_{dataset}.parquet")
+    write_manifest(manifest, path)
+    failed = sum(r["status"] != "ok" for r in results.values())
+    return PrepareReport(
+        manifest, path, len(todo) - skipped - failed, skipped, failed, time.perf_counter() - start
+    )
+
+
+def _wanted(row: dict[str, Any], out: str) -> list[str]:
+    video, audio = prepared_paths(out, row["rel"])
+    return ([video] if row["has_video"] else []) + ([audio] if row["has_audio"] else [])
