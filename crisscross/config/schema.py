@@ -112,6 +112,10 @@ class DataConfig(Section):
     """Pretraining dataset layout: kinetics_sound, kinetics400 or audioset."""
     root: str | None = None
     """Dataset root folder or filesystem URI (s3://...); may also be given on the command line."""
+    manifest: str | None = None
+    """Manifest to read (Parquet); unset means <root>/crisscross_manifest_<dataset>.parquet."""
+    classes_file: str | None = None
+    """Kinetics-Sound only: a file of class names replacing the shipped list."""
     sampling: SamplingMode = "overlapped"
     """How the two windows are placed in a video: the degree of temporal relaxation."""
     frames: int = Field(8, ge=1)
@@ -126,6 +130,18 @@ class DataConfig(Section):
     """Audio is resampled to this rate, mono."""
     n_mels: int = Field(80, ge=1)
     """Mel bins of the log-mel spectrogram."""
+    short_side: int = Field(128, ge=16)
+    """Frames are resized to this short side while decoding; the crop is taken from them."""
+    decode_workers: int = Field(2, ge=1)
+    """Ray Data decode actors (each decodes and augments whole samples)."""
+    decode_cpus: float = Field(1.0, gt=0.0)
+    """CPUs reserved per decode actor."""
+    decode_memory_mb: int | None = Field(None, ge=64)
+    """Memory reserved per decode actor, in MiB (unset: no reservation)."""
+    rows_per_task: int = Field(8, ge=1)
+    """Samples per decode task."""
+    decode_threads: int = Field(1, ge=1)
+    """FFmpeg threads per decode; 1 keeps many actors from oversubscribing the CPUs."""
 
 
 class OptimConfig(Section):

@@ -262,12 +262,13 @@ def _dataloader(rows: list[dict[str, Any]], spec: DataBenchSpec, sample: Pretext
 
 def _steady_rate(batches) -> float:
     """Samples per second from the first batch's arrival to the last's."""
-    first = next(batches)
+    next(batches)
     start, count = time.perf_counter(), 0
     for batch in batches:
         count += batch["v1"].shape[0]
-    elapsed = time.perf_counter() - start
-    return count / elapsed if count and elapsed > 0 else float(first["v1"].shape[0]) / 1e-9
+    if not count:
+        raise RuntimeError("one batch only: too few samples to time; raise the sample count")
+    return count / (time.perf_counter() - start)
 
 
 def report(results: dict[str, Any]) -> str:

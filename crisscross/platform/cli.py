@@ -10,7 +10,7 @@ import click
 
 from crisscross import __version__
 from crisscross.platform.cli_config import config
-from crisscross.platform.cli_data import manifest, synth
+from crisscross.platform.cli_data import bench, manifest, prepare, synth
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,7 +28,7 @@ def cli(log_level: str) -> None:
     )
 
 
-for command in (config, synth, manifest):
+for command in (config, synth, manifest, prepare, bench):
     cli.add_command(command)
 
 

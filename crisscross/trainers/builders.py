@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from crisscross.config import ExperimentConfig
+from crisscross.datasets.pipeline import DecodeResources
+from crisscross.datasets.samples import ClipSpec
 from crisscross.models import CrissCross, LossWeights, create_backbone
 
 
@@ -30,4 +32,31 @@ def build_model(config: ExperimentConfig) -> CrissCross:
         projector_dim=m.projector_dim,
         predictor_hidden=m.predictor_hidden,
         weights=loss_weights(config),
+    )
+
+
+def clip_spec(config: ExperimentConfig) -> ClipSpec:
+    """Sample shapes and decoding from the `data` section."""
+    d = config.data
+    return ClipSpec(
+        frames=d.frames,
+        fps=d.fps,
+        crop_size=d.crop_size,
+        audio_seconds=d.audio_seconds,
+        sample_rate=d.sample_rate,
+        n_mels=d.n_mels,
+        sampling=d.sampling,
+        short_side=d.short_side,
+        decode_threads=d.decode_threads,
+    )
+
+
+def decode_resources(config: ExperimentConfig) -> DecodeResources:
+    """The Ray Data decode stage's resources from the `data` section."""
+    d = config.data
+    return DecodeResources(
+        workers=d.decode_workers,
+        cpus_per_worker=d.decode_cpus,
+        memory_mb=d.decode_memory_mb,
+        rows_per_task=d.rows_per_task,
     )

@@ -45,3 +45,21 @@ def test_loss_section_maps_to_the_objective():
     weights = loss_weights(config)
     assert (weights.w_sync, weights.asynchronous, weights.intra) == (0.25, False, True)
     assert build_model(config).weights == weights
+
+
+def test_data_section_maps_to_clip_spec_and_decode_resources():
+    from crisscross.trainers.builders import clip_spec, decode_resources
+
+    config = apply_overrides(
+        load_config(REPO / "experiments/pretext/quickstart.yaml"),
+        {
+            "data.sampling": "far_apart",
+            "data.short_side": 80,
+            "data.decode_workers": 3,
+            "data.decode_memory_mb": 512,
+        },
+    )
+    spec = clip_spec(config)
+    assert (spec.sampling, spec.short_side, spec.crop_size, spec.frames) == ("far_apart", 80, 64, 8)
+    resources = decode_resources(config)
+    assert (resources.workers, resources.memory_mb, resources.cpus_per_worker) == (3, 512, 1.0)
