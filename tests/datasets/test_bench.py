@@ -6,7 +6,15 @@ import json
 
 from crisscross.datasets.bench import GOALS, DataBenchSpec, report, run_data_benchmark, write_json
 
-READERS = ("decode_limit", "sample_fn", "ray_data", "dataloader", "naive", "prepared")
+READERS = (
+    "decode_limit",
+    "decode_convert",
+    "sample_fn",
+    "ray_data",
+    "dataloader",
+    "naive",
+    "prepared",
+)
 
 
 def test_tiny_benchmark_end_to_end(local_ray, tmp_path):
