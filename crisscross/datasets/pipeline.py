@@ -48,6 +48,15 @@ class Failure:
     epoch: int
 
 
+def failure_summary(failures: list[Failure], *, epoch: int, shown: int = 5) -> str:
+    """One line for the end of an epoch: how many samples were skipped, which, and why."""
+    if not failures:
+        return f"epoch {epoch}: no sample skipped"
+    files = "; ".join(f"{f.path} ({f.reason})" for f in failures[:shown])
+    more = f"; and {len(failures) - shown} more" if len(failures) > shown else ""
+    return f"epoch {epoch}: {len(failures)} sample(s) skipped, failing to decode: {files}{more}"
+
+
 @ray.remote(num_cpus=0)
 class FailureLog:
     """Collects the samples that failed to decode, and each decode actor's peak RSS."""

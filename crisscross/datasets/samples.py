@@ -15,7 +15,12 @@ import numpy as np
 import torch
 
 from crisscross.datasets.decode import read_clip, read_npy_audio
-from crisscross.datasets.sampling import frame_times, pretext_windows
+from crisscross.datasets.sampling import (
+    eval_clip_starts,
+    frame_times,
+    pretext_windows,
+    train_clip_start,
+)
 from crisscross.datasets.transforms import AudioAugment, VideoAugment, eval_clip, log_mel
 
 
@@ -99,3 +104,87 @@ class PretextSample:
             )
             views[name] = spec_img.numpy()
         return views
+
+
+@dataclass
+class VideoClipSample:
+    """Fine-tuning clips (REFERENCE.md section 6): one random augmented clip to train (pretraining
+    augmentations without blur), or `test_clips` evenly spaced centre-cropped clips to test.
+
+    Returns {"video": uint8 (clips, T, 3, size, size), "label": int64 ()}; clips is 1 to train.
+    """
+
+    frames: int = 8
+    fps: float = 16.0
+    size: int = 224
+    train: bool = True
+    test_clips: int = 10
+    seed: int = 0
+    decode_threads: int = 1
+
+    def __post_init__(self) -> None:
+        self.augment = VideoAugment(size=self.size, blur_p=0.0)
+        self.short_side = round(self.size / 0.875)  # test: resize short side to 256 for 224
+
+    def __call__(self, row: Mapping[str, Any], *, epoch: int, index: int) -> dict[str, np.ndarray]:
+        rng, g = sample_generators(self.seed, epoch, index)
+        seconds, duration = self.frames / self.fps, float(row["duration"])
+        starts = (
+            [train_clip_start(duration, seconds, rng)]
+            if self.train
+            else eval_clip_starts(duration, seconds, self.test_clips)
+        )
+        times = [t for start in starts for t in frame_times(start, self.frames, self.fps)]
+        frames, _ = read_clip(
+            row["path"], frame_times=times, short_side=self.short_side, threads=self.decode_threads
+        )
+        clips = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (clips * T, 3, H, W)
+        clips = clips.reshape(len(starts), self.frames, *clips.shape[1:])
+        views = [
+            self.augment(clip, g) if self.train else eval_clip(clip, self.size) for clip in clips
+        ]
+        return {"video": torch.stack(views).numpy(), "label": np.int64(row["label"])}
+
+
+@dataclass
+class AudioClipSample:
+    """ESC-50 crops: one random augmented crop to train, or `test_clips` evenly spaced crops.
+
+    Returns {"audio": float32 (clips, 1, F, T), "label": int64 ()}.
+    """
+
+    seconds: float = 2.0
+    sample_rate: int = 16000
+    n_mels: int = 80
+    train: bool = True
+    test_clips: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.augment = AudioAugment(sample_rate=self.sample_rate, n_mels=self.n_mels)
+
+    def __call__(self, row: Mapping[str, Any], *, epoch: int, index: int) -> dict[str, np.ndarray]:
+        rng, g = sample_generators(self.seed, epoch, index)
+        duration = float(row["duration"])
+        starts = (
+            [train_clip_start(duration, self.seconds, rng)]
+            if self.train
+            else eval_clip_starts(duration, self.seconds, self.test_clips)
+        )
+        spans = [(start, self.seconds) for start in starts]
+        if row.get("audio_path"):
+            waves = [
+                read_npy_audio(row["audio_path"], s, n, sample_rate=self.sample_rate)
+                for s, n in spans
+            ]
+        else:
+            _, waves = read_clip(row["path"], audio_spans=spans, sample_rate=self.sample_rate)
+        images = []
+        for wave in waves:
+            wave_t = torch.from_numpy(wave)
+            images.append(
+                self.augment(wave_t, g)
+                if self.train
+                else log_mel(wave_t, sample_rate=self.sample_rate, n_mels=self.n_mels)
+            )
+        return {"audio": torch.stack(images).numpy(), "label": np.int64(row["label"])}

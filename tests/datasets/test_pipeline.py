@@ -119,3 +119,15 @@ def test_forked_dataloader_workers_do_not_hang_after_the_parent_decoded(syntheti
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert int(proc.stdout.strip().splitlines()[-1]) == 15
+
+
+def test_failure_summary():
+    from crisscross.datasets.pipeline import Failure, failure_summary
+
+    assert failure_summary([], epoch=2) == "epoch 2: no sample skipped"
+    failures = [Failure(f"/d/{i}.mp4", "InvalidDataError: bad", 2) for i in range(7)]
+    line = failure_summary(failures, epoch=2)
+    assert line.startswith(
+        "epoch 2: 7 sample(s) skipped, failing to decode: /d/0.mp4 (InvalidDataError: bad)"
+    )
+    assert line.endswith("; and 2 more")

@@ -56,3 +56,50 @@ def test_prepared_audio_replaces_the_container_audio(rows, tmp_path):
     np.save(row["audio_path"], np.zeros(16000 * 5, np.int16))
     out = PretextSample(ClipSpec(crop_size=64, short_side=72), augment=False)(row, epoch=0, index=0)
     assert np.allclose(out["a1"], out["a1"].flat[0])  # silence: a constant log-mel
+
+
+@pytest.fixture(scope="module")
+def ucf_rows(synthetic, tmp_path_factory):
+    out = tmp_path_factory.mktemp("u") / "u.parquet"
+    return (
+        build_manifest("ucf101", str(synthetic["ucf101"]), out=str(out))
+        .manifest.usable()
+        .to_pylist()
+    )
+
+
+@pytest.fixture(scope="module")
+def esc_rows(synthetic, tmp_path_factory):
+    out = tmp_path_factory.mktemp("e") / "e.parquet"
+    return (
+        build_manifest("esc50", str(synthetic["esc50"]), out=str(out)).manifest.usable().to_pylist()
+    )
+
+
+@pytest.mark.parametrize("frames", [8, 32])
+def test_fine_tuning_clips(ucf_rows, frames):
+    from crisscross.datasets.samples import VideoClipSample
+
+    row = ucf_rows[3]
+    train = VideoClipSample(frames=frames, size=64, train=True)(row, epoch=0, index=0)
+    assert train["video"].shape == (1, frames, 3, 64, 64) and train["video"].dtype == np.uint8
+    assert int(train["label"]) == row["label"]
+    test = VideoClipSample(frames=frames, size=64, train=False)(row, epoch=0, index=0)
+    assert test["video"].shape == (10, frames, 3, 64, 64)
+    again = VideoClipSample(frames=frames, size=64, train=False)(row, epoch=5, index=9)
+    assert np.array_equal(test["video"], again["video"])  # test clips are fixed, not random
+    assert not np.array_equal(test["video"][0], test["video"][-1])  # first and last clip differ
+
+
+def test_esc50_crops(esc_rows):
+    from crisscross.datasets.samples import AudioClipSample
+
+    row = esc_rows[0]
+    train = AudioClipSample(train=True)(row, epoch=0, index=0)
+    assert train["audio"].shape == (1, 1, 80, 201) and int(train["label"]) == row["label"]
+    test = AudioClipSample(train=False)(row, epoch=0, index=0)
+    assert test["audio"].shape == (10, 1, 80, 201)
+    assert np.array_equal(
+        test["audio"], AudioClipSample(train=False)(row, epoch=3, index=4)["audio"]
+    )
+    assert not np.array_equal(test["audio"][0], test["audio"][-1])
