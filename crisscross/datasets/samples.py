@@ -15,12 +15,7 @@ import numpy as np
 import torch
 
 from crisscross.datasets.decode import read_clip, read_npy_audio
-from crisscross.datasets.sampling import (
-    eval_clip_starts,
-    frame_times,
-    pretext_windows,
-    train_clip_start,
-)
+from crisscross.datasets.sampling import clip_starts, frame_times, pretext_windows
 from crisscross.datasets.transforms import AudioAugment, VideoAugment, eval_clip, log_mel
 
 
@@ -129,11 +124,7 @@ class VideoClipSample:
     def __call__(self, row: Mapping[str, Any], *, epoch: int, index: int) -> dict[str, np.ndarray]:
         rng, g = sample_generators(self.seed, epoch, index)
         seconds, duration = self.frames / self.fps, float(row["duration"])
-        starts = (
-            [train_clip_start(duration, seconds, rng)]
-            if self.train
-            else eval_clip_starts(duration, seconds, self.test_clips)
-        )
+        starts = clip_starts(duration, seconds, train=self.train, clips=self.test_clips, rng=rng)
         times = [t for start in starts for t in frame_times(start, self.frames, self.fps)]
         frames, _ = read_clip(
             row["path"], frame_times=times, short_side=self.short_side, threads=self.decode_threads
@@ -166,10 +157,8 @@ class AudioClipSample:
     def __call__(self, row: Mapping[str, Any], *, epoch: int, index: int) -> dict[str, np.ndarray]:
         rng, g = sample_generators(self.seed, epoch, index)
         duration = float(row["duration"])
-        starts = (
-            [train_clip_start(duration, self.seconds, rng)]
-            if self.train
-            else eval_clip_starts(duration, self.seconds, self.test_clips)
+        starts = clip_starts(
+            duration, self.seconds, train=self.train, clips=self.test_clips, rng=rng
         )
         spans = [(start, self.seconds) for start in starts]
         if row.get("audio_path"):

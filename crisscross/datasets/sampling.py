@@ -96,3 +96,12 @@ def train_clip_start(duration: float, seconds: float, rng: np.random.Generator) 
 def eval_clip_starts(duration: float, seconds: float, clips: int = 10) -> list[float]:
     """`clips` evenly spaced clip starts covering the video from its start to its end."""
     return np.linspace(0, max(duration - seconds, 0.0), clips).tolist()
+
+
+def clip_starts(
+    duration: float, seconds: float, *, train: bool, clips: int, rng: np.random.Generator
+) -> list[float]:
+    """One random clip start to train, or `clips` evenly spaced starts to test."""
+    if train:
+        return [train_clip_start(duration, seconds, rng)]
+    return eval_clip_starts(duration, seconds, clips)

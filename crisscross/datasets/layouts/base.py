@@ -67,3 +67,13 @@ def require(tree: Tree, name: str, expected: dict[str, str]) -> None:
 def split_lines(text: str) -> list[list[str]]:
     """Non-empty, non-comment lines split on white space."""
     return [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def listed_entry(
+    entries: dict[str, Entry], tree: Tree, rel: str, *, label: int, name: str, source: str
+) -> Entry:
+    """The entry of a file a split or meta file names; marked missing_on_disk when absent."""
+    entry = entries.setdefault(rel, Entry(rel, label, name))
+    if rel not in tree.files and entry.status is None:
+        entry.status, entry.reason = "missing_on_disk", f"listed in {source} but not on disk"
+    return entry

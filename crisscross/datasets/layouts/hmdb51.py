@@ -14,6 +14,7 @@ from crisscross.datasets.layouts.base import (
     LayoutError,
     Listing,
     Requirements,
+    listed_entry,
     split_lines,
 )
 
@@ -55,13 +56,8 @@ class HMDB51:
                         f"got {' '.join(fields)!r}"
                     )
                 rel = f"{cls}/{fields[0]}"
-                entry = entries.setdefault(rel, Entry(rel, index[cls], cls))
+                entry = listed_entry(entries, tree, rel, label=index[cls], name=cls, source=source)
                 entry.folds[int(n)] = SUBSETS[fields[1]]
-                if rel not in tree.files and entry.status is None:
-                    entry.status, entry.reason = (
-                        "missing_on_disk",
-                        f"listed in {source} but not on disk",
-                    )
         for rel in tree.files:
             parts = rel.split("/")
             if len(parts) == 2 and rel.lower().endswith(VIDEO_EXTENSIONS) and rel not in entries:

@@ -13,6 +13,7 @@ from crisscross.datasets.layouts.base import (
     LayoutError,
     Listing,
     Requirements,
+    listed_entry,
     require,
     split_lines,
 )
@@ -47,13 +48,10 @@ class UCF101:
                         raise LayoutError(
                             f"{tree.uri(source)}: {fields[0]} names a class not in classInd.txt"
                         )
-                    entry = entries.setdefault(rel, Entry(rel, index[cls], cls))
+                    entry = listed_entry(
+                        entries, tree, rel, label=index[cls], name=cls, source=source
+                    )
                     entry.folds[n] = subset
-                    if rel not in tree.files and entry.status is None:
-                        entry.status, entry.reason = (
-                            "missing_on_disk",
-                            f"listed in {source} but not on disk",
-                        )
         for rel in tree.files:
             parts = rel.split("/")
             if (

@@ -106,14 +106,16 @@ def _names(pool: list[str], count: int, fmt: str) -> list[str]:
     return [pool[i] if i < len(pool) else fmt.format(i) for i in range(count)]
 
 
-def _audiovisual(
-    spec: SynthSpec, *, video_codec: str, with_audio: bool
-) -> Callable[[Path, Clip], None]:
-    def encode(path: Path, clip: Clip) -> None:
-        rng = np.random.default_rng([spec.seed, clip.index])
-        style = class_style(clip.class_id)
-        events = event_times(style, spec.seconds, rng)
-        video = render_video(
+def _render(
+    spec: SynthSpec, clip: Clip, *, video: bool, channels: int | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A clip's frames and sound, sharing its event times (the audio-visual correlation)."""
+    rng = np.random.default_rng([spec.seed, clip.index])
+    style = class_style(clip.class_id)
+    events = event_times(style, spec.seconds, rng)
+    frames = sound = None
+    if video:
+        frames = render_video(
             style,
             events,
             seconds=spec.seconds,
@@ -122,16 +124,25 @@ def _audiovisual(
             height=spec.height,
             rng=rng,
         )
-        audio = None
-        if with_audio:
-            audio = render_audio(
-                style,
-                events,
-                seconds=spec.seconds,
-                sample_rate=spec.sample_rate,
-                channels=spec.channels,
-                rng=rng,
-            )
+    if channels:
+        sound = render_audio(
+            style,
+            events,
+            seconds=spec.seconds,
+            sample_rate=spec.sample_rate,
+            channels=channels,
+            rng=rng,
+        )
+    return frames, sound
+
+
+def _audiovisual(
+    spec: SynthSpec, *, video_codec: str, with_audio: bool
+) -> Callable[[Path, Clip], None]:
+    def encode(path: Path, clip: Clip) -> None:
+        video, audio = _render(
+            spec, clip, video=True, channels=spec.channels if with_audio else None
+        )
         write_av(
             path,
             video,
@@ -258,12 +269,7 @@ def _esc50(root: Path, spec: SynthSpec):
     )
 
     def encode(path: Path, clip: Clip) -> None:
-        rng = np.random.default_rng([spec.seed, clip.index])
-        style = class_style(clip.class_id)
-        events = event_times(style, spec.seconds, rng)
-        audio = render_audio(
-            style, events, seconds=spec.seconds, sample_rate=spec.sample_rate, channels=1, rng=rng
-        )
+        _, audio = _render(spec, clip, video=False, channels=1)
         write_wav(path, audio, spec.sample_rate)
 
     return clips, encode
