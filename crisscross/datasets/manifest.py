@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from crisscross.datasets.fs import Tree, join, resolve
@@ -73,7 +74,7 @@ class Manifest:
         return Counter(self.table.column("status").to_pylist())
 
     def usable(self) -> pa.Table:
-        return self.table.filter(pa.compute.equal(self.table.column("status"), "ok"))
+        return self.table.filter(pc.equal(self.table.column("status"), "ok"))
 
 
 @dataclass(frozen=True)
