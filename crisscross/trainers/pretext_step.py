@@ -1,0 +1,51 @@
+"""One CrissCross optimisation step on a batch from the data pipeline (single device, no Ray)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from crisscross.datasets.transforms import normalize
+from crisscross.models import CrissCross
+from crisscross.trainers.optim import LARC
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; raised before the step changes any weight."""
+
+    def __init__(self, step: int, values: Mapping[str, float]) -> None:
+        self.step = step
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        super().__init__(f"non-finite loss at step {step} ({terms}); the weights were not updated")
+
+
+def to_model_inputs(
+    batch: Mapping[str, torch.Tensor], device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    """uint8 video (B, T, 3, H, W) and float audio (B, 1, F, S) -> normalised (v1, v2, a1, a2)."""
+    video = [normalize(batch[k].to(device, non_blocking=True)) for k in ("v1", "v2")]
+    audio = [batch[k].to(device, non_blocking=True).float() for k in ("a1", "a2")]
+    return video[0], video[1], audio[0], audio[1]
+
+
+def pretext_step(
+    model: CrissCross,
+    batch: Mapping[str, torch.Tensor],
+    optimizer: LARC,
+    *,
+    step: int,
+    device: torch.device,
+    bf16: bool = False,
+) -> dict[str, float]:
+    """Forward, check, backward, update; returns the loss and the six pair terms as floats."""
+    inputs = to_model_inputs(batch, device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = model(*inputs)
+    values = {name: float(value.detach()) for name, value in out.items()}
+    if not all(map(torch.isfinite, map(torch.tensor, values.values()))):
+        raise NonFiniteLossError(step, values)
+    optimizer.zero_grad()
+    out["loss"].backward()
+    optimizer.step()
+    return values
