@@ -8,6 +8,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from crisscross.datasets.synth import SynthSpec, synthesize
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -36,3 +38,15 @@ def local_ray():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory):
+    """dataset name -> root of a small synthetic copy (3 classes x 5 clips, 4 s; ESC-50 5 s)."""
+    base = tmp_path_factory.mktemp("synthetic")
+    roots = {}
+    for name in ("kinetics_sound", "kinetics400", "audioset", "ucf101", "hmdb51", "esc50"):
+        spec = SynthSpec(classes=3, per_class=5, seconds=5.0 if name == "esc50" else 4.0)
+        synthesize(name, base / name, spec)
+        roots[name] = base / name
+    return roots

@@ -9,23 +9,10 @@ import numpy as np
 import pytest
 
 from crisscross.datasets.media import write_av
-from crisscross.datasets.synth import SynthSpec, synthesize
 from crisscross.datasets.synth.content import class_style, event_times, render_audio, render_video
 from tests.conftest import REPO
 
 SHARED_MEDIA = REPO.parent / "shared" / "media"
-
-
-@pytest.fixture(scope="session")
-def synthetic(tmp_path_factory):
-    """dataset name -> root of a small synthetic copy (3 classes x 5 clips, 4 s; ESC-50 5 s)."""
-    base = tmp_path_factory.mktemp("synthetic")
-    roots = {}
-    for name in ("kinetics_sound", "kinetics400", "audioset", "ucf101", "hmdb51", "esc50"):
-        spec = SynthSpec(classes=3, per_class=5, seconds=5.0 if name == "esc50" else 4.0)
-        synthesize(name, base / name, spec)
-        roots[name] = base / name
-    return roots
 
 
 def clip(seconds: float, *, fps: float = 25.0, size=(96, 72), class_id: int = 0, seed: int = 0):
