@@ -21,7 +21,7 @@ from av.video.reformatter import VideoReformatter
 from crisscross.datasets.fs import resolve
 from crisscross.datasets.probe import open_media
 
-REGROUP_SECONDS = 1.0  # times further apart than this are reached by a new seek, not by decoding
+REGROUP_SECONDS = 1.0  # a gap longer than this between needed times is crossed by a seek
 # Audio decoding starts this much before a window and drops it: after a seek, transform codecs
 # (AAC, Opus) need a frame of history before their output is whole.
 AUDIO_PREROLL = 0.2
@@ -72,7 +72,7 @@ def read_frames(
     chosen: list[av.VideoFrame | None] = [None] * len(times)
     group: list[int] = []
     for i in order:
-        if group and times[i] - times[group[0]] > REGROUP_SECONDS:
+        if group and times[i] - times[group[-1]] > REGROUP_SECONDS:
             _decode_group(container, stream, times, group, chosen, offset)
             group = []
         group.append(int(i))

@@ -17,13 +17,9 @@ class FileStat:
     mtime_ns: int
 
 
+@functools.lru_cache(maxsize=64)
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path inside it) for a local path or a URI."""
-    return _resolve(uri)
-
-
-@functools.lru_cache(maxsize=64)
-def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     fs, path = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
     return fs, path.rstrip("/") or "/"
 

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from crisscross.datasets.decode import _to_rgb, read_audio
+from crisscross.datasets.decode import read_audio, read_frames
 from crisscross.datasets.manifest import Manifest, build_manifest, write_manifest
 from crisscross.datasets.media import write_av
 from crisscross.datasets.probe import open_media, probe
@@ -80,29 +80,12 @@ def prepare_file(row: dict[str, Any], out: str, spec: PrepareSpec) -> dict[str, 
 
 
 def _transcode_video(row: dict[str, Any], target: str, spec: PrepareSpec) -> None:
-    duration = float(row["duration"])
-    times = np.arange(0.0, duration, 1.0 / spec.fps)
-    frames = []
+    times = np.arange(0.0, float(row["duration"]), 1.0 / spec.fps)
     with open_media(row["path"]) as container:
-        stream = container.streams.video[0]
-        offset = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-        k, previous = 0, None
-        for frame in container.decode(stream):
-            t = (frame.time or 0.0) - offset
-            while k < len(times) and t > times[k] + 1e-6:
-                frames.append(_to_rgb(previous if previous is not None else frame, spec.short_side))
-                k += 1
-            previous = frame
-        while previous is not None and k < len(times):
-            frames.append(_to_rgb(previous, spec.short_side))
-            k += 1
-    if not frames:
-        raise ValueError("no video frames")
+        frames = read_frames(container, times, short_side=spec.short_side)  # one pass: no gaps
     _atomic(
         target,
-        lambda tmp: write_av(
-            tmp, _even(np.stack(frames)), fps=spec.fps, keyframe_every=spec.keyframe_every
-        ),
+        lambda tmp: write_av(tmp, _even(frames), fps=spec.fps, keyframe_every=spec.keyframe_every),
     )
 
 
