@@ -133,7 +133,7 @@ class DataConfig(Section):
     short_side: int = Field(128, ge=16)
     """Frames are resized to this short side while decoding; the crop is taken from them."""
     decode_workers: int = Field(2, ge=1)
-    """Ray Data decode actors (each decodes and augments whole samples)."""
+    """Ray Data decode actors feeding each training worker (each decodes and augments samples)."""
     decode_cpus: float = Field(1.0, gt=0.0)
     """CPUs reserved per decode actor."""
     decode_memory_mb: int | None = Field(None, ge=64)
@@ -192,6 +192,19 @@ class RunConfig(Section):
     """Mixed precision: auto is bf16 autocast on GPU and fp32 on CPU."""
     output_dir: str = Field("runs", min_length=1)
     """Where checkpoints and exported weights go: a folder or a shared-storage URI."""
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    """CPUs reserved per training worker (the decode actors reserve their own)."""
+    checkpoint_every: int = Field(0, ge=0)
+    """Also checkpoint every this many steps (0: only at the end of each epoch)."""
+    keep_checkpoints: int = Field(3, ge=1)
+    """How many of the latest checkpoints to keep in the run's storage."""
+    max_failures: int = Field(0, ge=-1)
+    """Worker-group restarts from the last checkpoint after a worker dies (-1: no limit)."""
+    deterministic: bool = False
+    """Same batches in the same order on every run: Ray Data keeps the epoch's row order, at
+    some cost in decode overlap (seeds already fix the order, windows and augmentations)."""
+    progress_seconds: float = Field(30.0, gt=0.0)
+    """Seconds between progress lines inside an epoch (an epoch always ends with one)."""
 
 
 class TrackingConfig(Section):
@@ -199,6 +212,25 @@ class TrackingConfig(Section):
     """MLflow tracking URI; unset means $MLFLOW_TRACKING_URI, then sqlite:///mlflow.db here."""
     experiment: str = Field("crisscross", min_length=1)
     """MLflow experiment name."""
+
+
+class MonitorConfig(Section):
+    """The online monitor: kNN accuracy of the frozen encoders on small labelled sets."""
+
+    every: int = Field(1, ge=0)
+    """Run it every this many epochs, and once before training (0: never)."""
+    video_root: str | None = None
+    """A UCF101- or HMDB51-layout folder (see video_dataset) for the video encoder; unset: skip."""
+    video_dataset: Literal["ucf101", "hmdb51"] = "ucf101"
+    """Layout of video_root; kNN trains on split 1's train list and tests on its test list."""
+    audio_root: str | None = None
+    """An ESC-50-layout folder for the audio encoder (train folds 2-5, test fold 1); unset: skip."""
+    clips: int = Field(2, ge=1)
+    """Evenly spaced clips per file whose features are averaged."""
+    k: int = Field(20, ge=1)
+    """Neighbours that vote."""
+    max_files: int = Field(2000, ge=2)
+    """At most this many files per set (an even subsample), to bound the monitor's cost."""
 
 
 class ExperimentConfig(Section):
@@ -210,6 +242,7 @@ class ExperimentConfig(Section):
     optim: OptimConfig = OptimConfig()
     run: RunConfig = RunConfig()
     tracking: TrackingConfig = TrackingConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     @model_validator(mode="after")
     def _batch_splits(self) -> ExperimentConfig:

@@ -136,6 +136,7 @@ class PretextDecoder:
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         views: dict[str, list[np.ndarray]] = {name: [] for name in VIEWS}
+        kept: list[int] = []
         for i in range(len(batch["path"])):
             row = {key: batch[key][i] for key in batch}
             try:
@@ -145,10 +146,12 @@ class PretextDecoder:
                 continue
             for name in VIEWS:
                 views[name].append(out[name])
+            kept.append(int(row["index"]))
         if self.failures is not None:  # ru_maxrss is in KiB on Linux
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             self.failures.note_rss.remote(os.getpid(), peak)
-        return {name: _stack(arrays, self.sample.spec, name) for name, arrays in views.items()}
+        out = {name: _stack(arrays, self.sample.spec, name) for name, arrays in views.items()}
+        return out | {"index": np.asarray(kept, np.int64)}  # which rows a batch holds (resume)
 
     def _record(self, failure: Failure) -> None:
         log.warning("skipped %s: %s", failure.path, failure.reason)
@@ -195,6 +198,18 @@ def pretext_epoch(
 ) -> EpochData:
     """The Ray Dataset of one epoch; failures go to the run's `failure_log` (or a new one)."""
     rows = epoch_order(usable_rows(manifest, spec), seed=seed, epoch=epoch, repeats=repeats)
+    return epoch_dataset(rows, spec=spec, seed=seed, resources=resources, failure_log=failure_log)
+
+
+def epoch_dataset(
+    rows: pa.Table,
+    *,
+    spec: ClipSpec,
+    seed: int = 0,
+    resources: DecodeResources = DecodeResources(),
+    failure_log: FailureLogRef | None = None,
+) -> EpochData:
+    """The Ray Dataset decoding `rows` (from `epoch_order`, or a worker's share of them)."""
     failure_log = failure_log or FailureLogRef.create()
     blocks = max(1, -(-rows.num_rows // resources.rows_per_task))  # one block per decode task
     dataset = ray.data.from_arrow(rows, override_num_blocks=blocks).map_batches(
@@ -211,7 +226,8 @@ def pretext_epoch(
 def iter_batches(
     data: EpochData, batch_size: int, *, drop_last: bool = True
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Fixed-shape torch batches: v1/v2 uint8 (B, T, 3, H, W), a1/a2 float32 (B, 1, F, S)."""
+    """Fixed-shape torch batches: v1/v2 uint8 (B, T, 3, H, W), a1/a2 float32 (B, 1, F, S),
+    and `index` (B,), the epoch-row numbers of the samples."""
     yield from data.dataset.iter_torch_batches(
         batch_size=batch_size, drop_last=drop_last, device="cpu"
     )

@@ -11,6 +11,7 @@ import click
 from crisscross import __version__
 from crisscross.platform.cli_config import config
 from crisscross.platform.cli_data import bench, manifest, prepare, synth
+from crisscross.platform.cli_train import bench_train, pretrain, quickstart
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,8 +29,9 @@ def cli(log_level: str) -> None:
     )
 
 
-for command in (config, synth, manifest, prepare, bench):
+for command in (config, synth, manifest, prepare, pretrain, quickstart, bench):
     cli.add_command(command)
+bench.add_command(bench_train)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import click
 
@@ -16,10 +17,12 @@ class BadInput(click.ClickException):
     exit_code = 2
 
 
-def load_experiment(file: str, sets: Sequence[str]) -> ExperimentConfig:
-    """The validated config of `file` with `--set` overrides; BadInput when invalid."""
+def load_experiment(
+    file: str, sets: Sequence[str], extra: Mapping[str, Any] | None = None
+) -> ExperimentConfig:
+    """The validated config of `file` with `--set` overrides, then `extra` (from options)."""
     try:
-        return load_config(file, parse_overrides(sets))
+        return load_config(file, parse_overrides(sets) | dict(extra or {}))
     except ConfigError as exc:
         raise BadInput(str(exc)) from None
 

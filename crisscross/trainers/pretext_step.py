@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
+import torch.distributed as dist
 
 from crisscross.datasets.transforms import normalize
-from crisscross.models import CrissCross
 from crisscross.trainers.optim import LARC
 
 
@@ -30,20 +31,29 @@ def to_model_inputs(
 
 
 def pretext_step(
-    model: CrissCross,
+    model: torch.nn.Module,
     batch: Mapping[str, torch.Tensor],
     optimizer: LARC,
     *,
     step: int,
     device: torch.device,
     bf16: bool = False,
+    distributed: bool = False,
 ) -> dict[str, float]:
-    """Forward, check, backward, update; returns the loss and the six pair terms as floats."""
+    """Forward, check, backward, update; returns the loss and the six pair terms as floats.
+
+    With `distributed`, the values are averaged over the workers first (one all-reduce and one
+    host copy per step), so every worker sees the same numbers and stops on the same step.
+    """
     inputs = to_model_inputs(batch, device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         out = model(*inputs)
-    values = {name: float(value.detach()) for name, value in out.items()}
-    if not all(map(torch.isfinite, map(torch.tensor, values.values()))):
+    stacked = torch.stack([value.detach().float() for value in out.values()])
+    if distributed:
+        dist.all_reduce(stacked)
+        stacked /= dist.get_world_size()
+    values = dict(zip(out, stacked.tolist(), strict=True))
+    if not all(math.isfinite(v) for v in values.values()):
         raise NonFiniteLossError(step, values)
     optimizer.zero_grad()
     out["loss"].backward()

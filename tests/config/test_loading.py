@@ -165,3 +165,27 @@ def test_cross_field_checks():
         match=r"model\.video_backbone: unknown video backbone 'resnet18_audio'; registered: r2plus1d_10",
     ):
         apply_overrides(ExperimentConfig(), {"model.video_backbone": "resnet18_audio"})
+
+
+@pytest.mark.parametrize("dataset", ["kinetics_sound", "kinetics400", "audioset"])
+def test_paper_recipes_are_at_paper_size(dataset):
+    """REFERENCE.md sections 3-5: the released architecture and the optimisation recipe."""
+    config = load_config(REPO / "experiments" / "pretext" / f"{dataset}.yaml")
+    m, o, r = config.model, config.optim, config.run
+    assert config.data.dataset == dataset
+    assert (m.video_backbone, m.video_width, m.audio_backbone, m.audio_width) == (
+        "r2plus1d_18",
+        64,
+        "resnet18_audio",
+        64,
+    )
+    assert (m.projector_layers, m.projector_dim, m.predictor_hidden) == (3, 2048, 512)
+    assert m.sync_batchnorm and r.use_gpu and r.precision == "bf16"
+    assert (o.batch_size, o.lr, o.final_lr, o.predictor_lr, o.warmup_epochs) == (
+        2048,
+        2e-4,
+        1e-4,
+        2e-3,
+        2,
+    )
+    assert (config.data.frames, config.data.crop_size, config.data.audio_seconds) == (8, 112, 2.0)

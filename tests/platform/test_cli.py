@@ -19,7 +19,8 @@ BAD = {
     ),
     "unknown_section": (
         "solver:\n  lr: 1\n",
-        "solver: unknown key; valid keys at the top level: model, loss, data, optim, run, tracking",
+        "solver: unknown key; valid keys at the top level: model, loss, data, optim, run, tracking, "
+        "monitor",
     ),
     "wrong_type": ("optim:\n  lr: fast\n", "optim.lr: Input should be a valid number (got 'fast')"),
     "negative_lr": ("optim:\n  lr: -0.1\n", "optim.lr: Input should be greater than 0 (got -0.1)"),
@@ -93,7 +94,7 @@ def test_validate_summarises(run_cli):
     assert result.exit_code == 0
     assert result.stdout.strip() == (
         f"{QUICKSTART}: valid (video r2plus1d_18 width 8, audio resnet18_audio width 8; loss terms "
-        "intra+sync; global batch 16 on 2 worker(s), 4 epochs)"
+        "intra+sync; global batch 16 on 2 worker(s), 10 epochs)"
     )
 
 
@@ -105,7 +106,7 @@ def test_show_prints_the_resolved_config(run_cli):
     shown = yaml.safe_load(result.stdout)
     assert shown["loss"]["w_sync"] == 0.5 and shown["optim"]["lr"] == 1e-3
     assert shown["model"]["video_width"] == 8  # from the file
-    assert shown["optim"]["predictor_lr"] == 2e-3  # a default filled in
+    assert shown["optim"]["weight_decay"] == 1e-4  # a default filled in
     assert shown["loss"]["async"] is True
 
 

@@ -1,0 +1,573 @@
+"""`crisscross pretrain`: check everything, then run the Ray Train job and track it in MLflow.
+
+Order: inputs are checked (data, manifest, batch, resources, tracking store) before any worker
+starts; the run folder `<run.output_dir>/<run.name>` ties Ray's checkpoints to one MLflow run, so
+the same command continues where it stopped, in the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+import ray
+import ray.train
+import torch
+from mlflow.tracking import MlflowClient
+from ray.train.torch import TorchTrainer
+
+import crisscross
+from crisscross.config import ExperimentConfig, dump_config
+from crisscross.datasets.fs import join, resolve
+from crisscross.datasets.layouts import LayoutError
+from crisscross.datasets.manifest import (
+    build_manifest,
+    default_manifest_path,
+    read_manifest,
+    summary,
+)
+from crisscross.datasets.pipeline import usable_rows
+from crisscross.models.weights import save_backbone
+from crisscross.platform.tracking import (
+    MlflowTracker,
+    TrackingError,
+    check_tracking,
+    experiment_id,
+    flatten,
+    log_params_and_tags,
+    tracking_uri,
+)
+from crisscross.trainers.bench import TrainBenchSpec, timed_steps
+from crisscross.trainers.builders import build_model, clip_spec
+from crisscross.trainers.monitor import MonitorSet
+from crisscross.trainers.pretrain import BEST_DIR, STATE_FILE, PretrainJob, train_loop_per_worker
+
+RUN_RECORD = "crisscross_run.json"
+# Keys that may change between a run and its resumption: how it runs, not what it computes.
+RESUMABLE = (
+    "run.workers",
+    "run.cpus_per_worker",
+    "run.use_gpu",
+    "run.max_failures",
+    "run.progress_seconds",
+    "run.deterministic",
+    "run.checkpoint_every",
+    "run.keep_checkpoints",
+    "data.root",
+    "data.manifest",
+    "data.decode_workers",
+    "data.decode_cpus",
+    "data.decode_memory_mb",
+    "data.rows_per_task",
+    "data.decode_threads",
+    "tracking.",
+    "monitor.",
+)
+
+
+class PretrainError(RuntimeError):
+    """Bad input or an unusable environment, found before training; the message says what to do."""
+
+
+class RunFailedError(RuntimeError):
+    """Training started but did not finish; the message says where it stopped and what is kept."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    run_id: str
+    tracking_uri: str
+    run_dir: str
+    final_step: int
+    metrics: dict[str, float]
+    backbones: dict[str, str]
+    knn_before: dict[str, float]
+    knn_after: dict[str, float]
+
+
+def absolute(path_or_uri: str) -> str:
+    return path_or_uri if "://" in path_or_uri else str(Path(path_or_uri).expanduser().resolve())
+
+
+def _exists(uri: str) -> bool:
+    fs, inner = resolve(uri)
+    return fs.get_file_info(inner).type != pafs.FileType.NotFound
+
+
+def pretext_manifest(config: ExperimentConfig, say: Callable[[str], None]) -> str:
+    """The manifest to train on: data.manifest, or the root's default (built when missing)."""
+    d = config.data
+    if d.manifest:
+        path = absolute(d.manifest)
+        if not _exists(path):
+            raise PretrainError(f"data.manifest: {d.manifest}: no such file")
+        return path
+    if not d.root:
+        raise PretrainError(
+            "data.root is not set: give the dataset folder with --root DIR "
+            "(or --set data.root=DIR, or data.manifest in the experiment file)"
+        )
+    root = absolute(d.root)
+    if not _exists(root):
+        raise PretrainError(f"data.root: {d.root}: no such folder")
+    path = default_manifest_path(d.dataset, root)
+    say(f"manifest: {path} (probing new or changed files)")
+    try:
+        build_manifest(d.dataset, root, classes_file=d.classes_file)
+    except (LayoutError, FileNotFoundError, NotADirectoryError) as exc:
+        raise PretrainError(f"data.root: {exc}") from None
+    return path
+
+
+def monitor_sets(config: ExperimentConfig) -> tuple[MonitorSet, ...]:
+    m = config.monitor
+    sets = []
+    if not m.every:
+        return ()
+    for key, dataset, root in (
+        ("monitor.video_root", m.video_dataset, m.video_root),
+        ("monitor.audio_root", "esc50", m.audio_root),
+    ):
+        if root is None:
+            continue
+        root = absolute(root)
+        if not _exists(root):
+            raise PretrainError(f"{key}: {root}: no such folder")
+        try:
+            report = build_manifest(dataset, root)
+        except (LayoutError, FileNotFoundError, NotADirectoryError) as exc:
+            raise PretrainError(f"{key}: {exc}") from None
+        if report.manifest.usable().num_rows < 2:
+            raise PretrainError(f"{key}: {root} has fewer than 2 usable files for the kNN monitor")
+        sets.append(MonitorSet(dataset, report.path))
+    return tuple(sets)
+
+
+def steps_per_epoch(config: ExperimentConfig, manifest_path: str) -> tuple[int, int, str]:
+    """(global steps per epoch, usable clips, manifest digest), or PretrainError."""
+    try:
+        manifest = read_manifest(manifest_path)
+    except ValueError as exc:
+        raise PretrainError(f"data.manifest: {exc}") from None
+    usable = usable_rows(manifest, clip_spec(config)).num_rows
+    if usable == 0:
+        raise PretrainError(
+            f"{manifest_path}: no usable clips for pretraining ({manifest.table.num_rows} files; "
+            f"none ok and long enough for the '{config.data.sampling}' windows).\n"
+            + summary(manifest)
+        )
+    visits = usable * config.optim.repeats_per_epoch
+    steps = visits // config.optim.batch_size
+    if steps == 0:
+        raise PretrainError(
+            f"optim.batch_size {config.optim.batch_size} is larger than the dataset: "
+            f"{usable} usable clips x {config.optim.repeats_per_epoch} repeats = {visits} samples "
+            f"per epoch; lower optim.batch_size or raise optim.repeats_per_epoch"
+        )
+    return steps, usable, manifest_digest(manifest_path)
+
+
+def manifest_digest(path: str) -> str:
+    fs, inner = resolve(path)
+    with fs.open_input_stream(inner) as stream:
+        return hashlib.sha256(stream.read()).hexdigest()[:16]
+
+
+def connect_ray() -> tuple[bool, str | None]:
+    """Join $RAY_ADDRESS's cluster or start the embedded local Ray: (local, dashboard URL)."""
+    address = os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():  # a caller's Ray (tests, notebooks) is used as it is
+        return not address, None
+    context = ray.init(
+        address=address or None,
+        include_dashboard=None if address else True,
+        logging_level="warning",
+        log_to_driver=True,
+    )
+    url = context.dashboard_url
+    return not address, (f"http://{url}" if url and "://" not in url else url)
+
+
+def check_resources(config: ExperimentConfig, *, local: bool, say: Callable[[str], None]) -> None:
+    r = config.run
+    total = ray.cluster_resources()
+    cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    train_cpus = r.workers * r.cpus_per_worker
+    decode_cpus = r.workers * config.data.decode_workers * config.data.decode_cpus
+    problems = []
+    if train_cpus > cpus:
+        problems.append(
+            f"run.workers {r.workers} x run.cpus_per_worker {r.cpus_per_worker} needs "
+            f"{train_cpus:g} CPUs; this Ray cluster has {cpus:g}: lower run.workers or "
+            "run.cpus_per_worker"
+        )
+    elif train_cpus + decode_cpus > cpus:
+        problems.append(
+            f"training ({train_cpus:g} CPUs) plus decoding (run.workers x data.decode_workers x "
+            f"data.decode_cpus = {decode_cpus:g}) needs {train_cpus + decode_cpus:g} CPUs; "
+            f"this Ray cluster has {cpus:g}: lower data.decode_workers or data.decode_cpus"
+        )
+    if r.use_gpu and gpus < r.workers:
+        problems.append(
+            f"run.use_gpu is true with {r.workers} workers, but this Ray cluster has {gpus:g} "
+            "GPUs: set run.use_gpu false (CPU workers, gloo) or use a machine with GPUs"
+        )
+    if config.model.sync_batchnorm and not r.use_gpu and r.workers > 1:
+        problems.append(
+            "model.sync_batchnorm needs GPU workers (torch's SyncBatchNorm is CUDA-only): "
+            "set it false for CPU runs"
+        )
+    if not problems:
+        return
+    if local:
+        raise PretrainError("\n".join(problems))
+    for problem in problems:  # an autoscaling cluster may still add the nodes
+        say(f"note: {problem} (waiting for the autoscaler to add nodes)")
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    a, b = flatten(old), flatten(new)
+    keys = sorted(set(a) | set(b))
+    return [k for k in keys if a.get(k) != b.get(k) and not _resumable(k)]
+
+
+def _resumable(key: str) -> bool:
+    return any(key.startswith(r) if r.endswith(".") else key == r for r in RESUMABLE)
+
+
+def _read_record(run_dir: str) -> dict[str, Any] | None:
+    fs, inner = resolve(join(run_dir, RUN_RECORD))
+    if fs.get_file_info(inner).type == pafs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(inner) as stream:
+        return json.loads(stream.read())
+
+
+def _write_record(run_dir: str, record: dict[str, Any]) -> None:
+    fs, inner = resolve(join(run_dir, RUN_RECORD))
+    fs.create_dir(inner.rpartition("/")[0], recursive=True)
+    with fs.open_output_stream(inner) as stream:
+        stream.write(json.dumps(record, indent=1, default=list).encode())
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(crisscross.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def open_run(
+    client: MlflowClient, config: ExperimentConfig, run_dir: str, digest: str, manifest: str
+) -> tuple[str, bool]:
+    """(MLflow run id, resumed): the run recorded in the run folder, or a new one."""
+    dumped = config.model_dump(by_alias=True, mode="json")
+    record = _read_record(run_dir)
+    if record is not None:
+        changed = _differences(record["config"], dumped)
+        if changed:
+            raise PretrainError(
+                f"{run_dir} holds run '{config.run.name}' started with another config "
+                f"(differs at: {', '.join(changed[:8])}); resume it with its config, or start a "
+                "new run with another run.name (or run.output_dir)"
+            )
+        run_id = record["mlflow_run_id"]
+        try:
+            client.get_run(run_id)
+        except Exception:
+            raise PretrainError(
+                f"{run_dir} belongs to MLflow run {run_id}, which the tracking store "
+                f"{client.tracking_uri} does not have: use the store it was logged to "
+                f"({record.get('tracking_uri')}), or another run.name"
+            ) from None
+        if record.get("finished_step") is None:
+            client.update_run(run_id, status="RUNNING")
+        return run_id, True
+    exp = experiment_id(client, config.tracking.experiment)
+    run = client.create_run(exp, run_name=config.run.name)
+    run_id = run.info.run_id
+    log_params_and_tags(
+        client,
+        run_id,
+        flatten(dumped),
+        {
+            "git.commit": _git_commit(),
+            "mlflow.source.git.commit": _git_commit(),
+            "crisscross.version": crisscross.__version__,
+            "ray.version": ray.__version__,
+            "torch.version": torch.__version__,
+            "manifest.sha256": digest,
+            "manifest.path": manifest,
+            "crisscross.run_dir": run_dir,
+        },
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.yaml"
+        path.write_text(dump_config(config))
+        client.log_artifact(run_id, str(path))
+    _write_record(
+        run_dir,
+        {"mlflow_run_id": run_id, "tracking_uri": client.tracking_uri, "config": dumped},
+    )
+    return run_id, False
+
+
+def run_pretrain(config: ExperimentConfig, *, say: Callable[[str], None] = print) -> Outcome:
+    """Check, train, track; PretrainError for bad input, RunFailedError when training stops."""
+    manifest = pretext_manifest(config, say)
+    steps, usable, digest = steps_per_epoch(config, manifest)
+    sets = monitor_sets(config)
+    uri = tracking_uri(config)
+    try:
+        check_tracking(uri)
+    except TrackingError as exc:
+        raise PretrainError(str(exc)) from None
+    local, dashboard = connect_ray()
+    if dashboard:
+        say(f"Ray dashboard: {dashboard}")
+    check_resources(config, local=local, say=say)
+
+    storage = absolute(config.run.output_dir)
+    run_dir = join(storage, config.run.name)
+    client = MlflowClient(uri)
+    run_id, resumed = open_run(client, config, run_dir, digest, manifest)
+    record = _read_record(run_dir) or {}
+    if record.get("finished_step") is not None:
+        say(
+            f"run '{config.run.name}' already finished at step {record['finished_step']} "
+            f"(MLflow run {run_id}); nothing to do. Another run.name starts a new run."
+        )
+        return outcome_of(client, run_id, uri, run_dir, record)
+    say(
+        f"run '{config.run.name}': {usable} clips, {steps} steps/epoch x {config.optim.epochs} "
+        f"epochs, {config.run.workers} worker(s); MLflow run {run_id} "
+        f"({'resumed' if resumed else 'new'}) in {uri}; checkpoints in {run_dir}"
+    )
+    job = PretrainJob(
+        config=config.model_dump(by_alias=True),
+        manifest=manifest,
+        steps_per_epoch=steps,
+        storage=run_dir,
+        tracker=MlflowTracker(uri, run_id),
+        monitor_sets=sets,
+    )
+    r = config.run
+    resources = {"CPU": r.cpus_per_worker} | ({"GPU": 1} if r.use_gpu else {})
+    trainer = TorchTrainer(
+        _loop,
+        train_loop_config={"job": job},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=r.workers, use_gpu=r.use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=r.name,
+            storage_path=storage,
+            failure_config=ray.train.FailureConfig(max_failures=r.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=r.keep_checkpoints),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # no per-report lines
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        client.set_terminated(run_id, status="FAILED")
+        raise RunFailedError(
+            f"training failed ({_first_line(exc)}); checkpoints stay in {run_dir}: run the same "
+            "command again to continue from the last one"
+        ) from None
+    outcome = result.return_value or {}
+    if outcome.get("stopped"):
+        client.set_tag(run_id, "crisscross.stopped", outcome["stopped"])
+        client.set_terminated(run_id, status="FAILED")
+        kept = result.checkpoint.path if result.checkpoint else "none"
+        raise RunFailedError(f"{outcome['stopped']}; the last good checkpoint stays: {kept}")
+    return finish(client, config, run_id, uri, run_dir, result.checkpoint, storage)
+
+
+def _loop(train_config: dict[str, Any]) -> dict[str, Any]:
+    return train_loop_per_worker(train_config["job"])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1][:400] if text else type(exc).__name__
+
+
+def finish(
+    client: MlflowClient,
+    config: ExperimentConfig,
+    run_id: str,
+    uri: str,
+    run_dir: str,
+    checkpoint: ray.train.Checkpoint | None,
+    storage: str,
+) -> Outcome:
+    """Export the backbones, log checkpoints (or their URIs) and the loss curve, close the run."""
+    if checkpoint is None:
+        raise RunFailedError(f"training ended without a checkpoint in {run_dir}")
+    local = "://" not in storage
+    backbones = {}
+    with tempfile.TemporaryDirectory(prefix="crisscross-export-") as folder:
+        with checkpoint.as_directory() as ckpt:
+            state = torch.load(Path(ckpt) / STATE_FILE, map_location="cpu", weights_only=True)
+            if local:
+                client.log_artifacts(run_id, ckpt, "checkpoints/latest")
+        model = build_model(config)
+        model.load_state_dict(state["model"])
+        for prefix, module in (("vid", model.video), ("aud", model.audio)):
+            path = Path(folder) / f"{prefix}_{config.run.name}.pth.tar"
+            save_backbone(module, path)
+            client.log_artifact(run_id, str(path), "backbones")
+            backbones[prefix] = f"backbones/{path.name}"
+        plot = Path(folder) / "loss_curve.png"
+        if plot_losses(client, run_id, plot):
+            client.log_artifact(run_id, str(plot))
+    best = join(run_dir, BEST_DIR)
+    client.set_tag(run_id, "checkpoint.latest", checkpoint.path)
+    if _exists(best):
+        client.set_tag(run_id, "checkpoint.best", best)
+        if local:
+            client.log_artifacts(run_id, best, "checkpoints/best")
+    client.set_terminated(run_id, status="FINISHED")
+    record = (_read_record(run_dir) or {}) | {
+        "finished_step": int(state["step"]),
+        "backbones": backbones,
+    }
+    _write_record(run_dir, record)
+    return outcome_of(client, run_id, uri, run_dir, record)
+
+
+def outcome_of(
+    client: MlflowClient, run_id: str, uri: str, run_dir: str, record: dict[str, Any]
+) -> Outcome:
+    """A finished run's summary, read back from the tracking store and the run record."""
+    metrics = client.get_run(run_id).data.metrics
+    before, after = {}, {}
+    for key in (k for k in metrics if k.startswith("knn/")):
+        history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+        if history[0].step == 0:
+            before[key] = history[0].value
+        after[key] = history[-1].value
+    return Outcome(
+        run_id,
+        uri,
+        run_dir,
+        int(record["finished_step"]),
+        metrics,
+        dict(record.get("backbones", {})),
+        before,
+        after,
+    )
+
+
+def resume_target(run_id: str, scratch: str, uri: str | None = None) -> tuple[str, dict[str, str]]:
+    """(the run's config file, downloaded into `scratch`; overrides placing its run folder)."""
+    from mlflow.artifacts import download_artifacts
+
+    uri = uri or tracking_uri(ExperimentConfig())
+    client = MlflowClient(uri)
+    try:
+        run = client.get_run(run_id)
+    except Exception:
+        raise PretrainError(
+            f"--resume {run_id}: no such run in the tracking store {uri} "
+            "(set MLFLOW_TRACKING_URI to the store it was logged to)"
+        ) from None
+    run_dir = run.data.tags.get("crisscross.run_dir")
+    if not run_dir:
+        raise PretrainError(f"--resume {run_id}: not a crisscross pretraining run (no run folder)")
+    config = download_artifacts(
+        run_id=run_id, artifact_path="config.yaml", dst_path=scratch, tracking_uri=uri
+    )
+    storage, _, name = run_dir.rstrip("/").rpartition("/")
+    return config, {"run.output_dir": storage, "run.name": name}
+
+
+def plot_losses(client: MlflowClient, run_id: str, path: Path) -> bool:
+    """The total loss and the six terms against the step; False when nothing was logged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from crisscross.models import TERMS
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    drawn = False
+    for key in ("loss", *TERMS):
+        history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+        if history:
+            ax.plot(
+                [m.step for m in history],
+                [m.value for m in history],
+                label=key,
+                linewidth=2 if key == "loss" else 1,
+            )
+            drawn = True
+    if drawn:
+        ax.set_xlabel("step")
+        ax.set_ylabel("negative cosine similarity")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return drawn
+
+
+def run_train_benchmark(spec: TrainBenchSpec) -> dict[str, Any]:
+    """ray_train_sps (1 Ray Train worker) against bare_torch_sps (this process), one run.
+
+    The bare loop runs before and after the Ray one and its two figures are averaged, so a
+    drift in the machine's speed during the run does not favour either side.
+    """
+    connect_ray()
+    bare = [timed_steps(spec)]
+    resources = {"CPU": spec.threads} | ({"GPU": 1} if spec.device == "cuda" else {})
+    with tempfile.TemporaryDirectory(prefix="crisscross-bench-train-") as storage:
+        result = TorchTrainer(
+            _bench_loop,
+            train_loop_config={"spec": spec},
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=1, use_gpu=spec.device == "cuda", resources_per_worker=resources
+            ),
+            run_config=ray.train.RunConfig(
+                name="bench-train",
+                storage_path=storage,
+                logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            ),
+        ).fit()
+    bare.append(timed_steps(spec))
+    in_ray = result.return_value
+    bare_sps = sum(b["samples_per_s"] for b in bare) / len(bare)
+    return {
+        "ray_train_sps": in_ray["samples_per_s"],
+        "bare_torch_sps": bare_sps,
+        "ratio": in_ray["samples_per_s"] / bare_sps,
+        "goal_ratio": 0.9,
+        "bare_runs_sps": [b["samples_per_s"] for b in bare],
+        "batch": spec.batch,
+        "steps": spec.steps,
+        "warmup": spec.warmup,
+        "threads": spec.threads,
+        "device": spec.device,
+    }
+
+
+def _bench_loop(train_config: dict[str, Any]) -> dict[str, float]:
+    return timed_steps(train_config["spec"], wrap=ray.train.torch.prepare_model)

@@ -1,0 +1,158 @@
+"""MLflow tracking: where the store is, whether it answers, and the loop's metric logger.
+
+The embedded default is a sqlite store, `mlflow.db`, in the working directory. Paths are made
+absolute on the driver, because Ray workers run in other directories.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from crisscross.config import ExperimentConfig
+
+DEFAULT_STORE = "mlflow.db"
+BATCH = 1000  # MLflow's limit of metrics per log_batch call
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message says which and why."""
+
+
+def tracking_uri(config: ExperimentConfig) -> str:
+    """The config's URI, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db; absolute."""
+    uri = config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_STORE
+    if uri.startswith("sqlite:///"):
+        path = uri.removeprefix("sqlite:///")
+        return f"sqlite:///{Path(path).expanduser().resolve()}"
+    if "://" not in uri:
+        path = Path(uri).expanduser().resolve()
+        return f"sqlite:///{path}" if path.suffix == ".db" else path.as_uri()
+    return uri
+
+
+@contextmanager
+def _fail_fast() -> Iterator[None]:
+    """One HTTP attempt with a short timeout instead of MLflow's minutes of retries."""
+    saved = {
+        k: os.environ.get(k)
+        for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+    }
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def check_tracking(uri: str) -> None:
+    """Raise TrackingError, before any training starts, when the store at `uri` does not answer."""
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise TrackingError(f"tracking store {uri}: folder {folder} does not exist")
+    try:
+        with _fail_fast():
+            MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as exc:  # any failure here means the store is unusable
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrackingError(
+            f"tracking server {uri} is unreachable ({first[:300]}); start it, or set "
+            "tracking.uri / MLFLOW_TRACKING_URI to one that answers (unset: a local sqlite store)"
+        ) from None
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            client.restore_experiment(found.experiment_id)
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:  # created meanwhile by another process
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 1}} -> {"optim.lr": 1}."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def log_params_and_tags(
+    client: MlflowClient, run_id: str, params: Mapping[str, Any], tags: Mapping[str, str]
+) -> None:
+    items = [Param(k, str(v)) for k, v in params.items()]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start : start + 100])
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+@dataclass
+class MlflowTracker:
+    """The training loop's Tracker for one MLflow run: buffered, deduplicated by (key, step).
+
+    Picklable: Ray sends it to the workers, where `open` connects. On each open it reads the last
+    step stored for every metric, and drops anything at or before it, so a worker group restarted
+    from a checkpoint neither loses nor duplicates what was logged before the failure.
+    """
+
+    uri: str
+    run_id: str
+    flush_seconds: float = 5.0
+    _client: MlflowClient | None = field(default=None, init=False, repr=False)
+    _floor: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _buffer: list[Metric] = field(default_factory=list, init=False, repr=False)
+    _flushed: float = field(default=0.0, init=False, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"uri": self.uri, "run_id": self.run_id, "flush_seconds": self.flush_seconds}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)
+
+    def open(self) -> None:
+        self._client = MlflowClient(self.uri)
+        keys = self._client.get_run(self.run_id).data.metrics
+        self._floor = {
+            key: max(m.step for m in self._client.get_metric_history(self.run_id, key))
+            for key in keys
+        }
+        self._buffer, self._flushed = [], time.monotonic()
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        stamp = int(time.time() * 1000)
+        self._buffer.extend(
+            Metric(key, float(value), stamp, step)
+            for key, value in metrics.items()
+            if step > self._floor.get(key, -1)
+        )
+        if time.monotonic() - self._flushed >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._client is None:
+            return
+        for start in range(0, len(self._buffer), BATCH):
+            self._client.log_batch(self.run_id, metrics=self._buffer[start : start + BATCH])
+        self._buffer, self._flushed = [], time.monotonic()

@@ -1,0 +1,54 @@
+"""`crisscross quickstart` (README command 1) and the learning signal it must show.
+
+One quickstart-size pretraining (about 6 minutes on 2 cores), shared by the tests below.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+
+@pytest.fixture(scope="module")
+def quickstart(local_ray, tmp_path_factory):
+    from click.testing import CliRunner
+
+    from crisscross.platform.cli import cli
+
+    workdir = tmp_path_factory.mktemp("quickstart")
+    runner = CliRunner()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)  # the embedded MLflow store is ./mlflow.db
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        result = runner.invoke(cli, ["quickstart"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return workdir, result.output
+
+
+def test_quickstart_pretrains_and_says_where_to_look(quickstart):
+    workdir, output = quickstart
+    assert "mlflow ui --backend-store-uri sqlite:///" in output
+    assert (workdir / "mlflow.db").is_file()
+    match = re.search(r"MLflow run (\w+)", output)
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    run = client.get_run(match.group(1))
+    assert run.info.status == "FINISHED"
+    assert run.data.params["run.workers"] == "2"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "backbones")}
+    assert {p.rsplit("/", 1)[-1][:4] for p in artifacts} == {"vid_", "aud_"}
+
+
+def test_pretraining_beats_random_initialisation(quickstart):
+    """The learning signal: with fixed seeds, the video encoder's kNN accuracy on the synthetic
+    UCF101-layout set after quickstart pretraining is clearly above the same-shape encoder at
+    its random initialisation (logged at step 0 by the same run). The synthetic ESC-50 set is
+    separable even by random audio features (both at 1.0 when measured), so audio cannot show a
+    margin here and is only required not to get worse."""
+    _, output = quickstart
+    video = re.search(r"kNN video: ([\d.]+) before -> ([\d.]+) after", output)
+    audio = re.search(r"kNN audio: ([\d.]+) before -> ([\d.]+) after", output)
+    before, after = float(video.group(1)), float(video.group(2))
+    assert after >= before + 0.1, (before, after)
+    assert float(audio.group(2)) >= float(audio.group(1)) - 0.05

@@ -1,0 +1,91 @@
+"""Pieces of the pretraining loop that need no Ray Train: resume bookkeeping, monitor splits,
+the console line, the benchmark's timed loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from crisscross.config import load_config
+from crisscross.datasets.manifest import build_manifest, read_manifest
+from crisscross.datasets.pipeline import epoch_order
+from crisscross.trainers.bench import TrainBenchSpec, synthetic_batch, timed_steps
+from crisscross.trainers.monitor import MonitorSet, monitor_split
+from crisscross.trainers.pretrain import Console, EpochMeter, Progress, remaining_rows
+from tests.conftest import REPO
+
+QUICKSTART = REPO / "experiments" / "pretext" / "quickstart.yaml"
+
+
+def test_resumed_epoch_drops_exactly_the_rows_already_trained_on():
+    table = pa.table({"path": [f"v{i}.mp4" for i in range(10)], "duration": [5.0] * 10})
+    rows = epoch_order(table, seed=3, epoch=2, repeats=2)
+    consumed = rows.column("index").to_numpy()[[0, 5, 7, 19]]
+    left = remaining_rows(rows, consumed)
+    assert left.num_rows == 16
+    assert not set(left.column("index").to_pylist()) & set(consumed.tolist())
+    # the order of what is left is the epoch's order
+    kept = ~np.isin(rows.column("index").to_numpy(), consumed)
+    assert (
+        left.column("path").to_pylist() == np.array(rows.column("path").to_pylist())[kept].tolist()
+    )
+    assert remaining_rows(rows, np.zeros(0, np.int64)) is rows
+
+
+def test_monitor_splits_follow_the_official_protocols(synthetic):
+    video = monitor_split(
+        MonitorSet("ucf101", build_manifest("ucf101", str(synthetic["ucf101"])).path),
+        max_files=1000,
+    )
+    table = read_manifest(build_manifest("ucf101", str(synthetic["ucf101"])).path).table
+    test_paths = set(
+        table.filter(pc.equal(table.column("fold1"), "test")).column("path").to_pylist()
+    )
+    assert {r["path"] for r in video[1]} == test_paths
+    assert not {r["path"] for r in video[0]} & test_paths
+    esc = build_manifest("esc50", str(synthetic["esc50"])).path
+    train, test = monitor_split(MonitorSet("esc50", esc), max_files=1000)
+    folds = dict(
+        zip(*read_manifest(esc).table.select(["path", "fold"]).to_pydict().values(), strict=True)
+    )
+    assert {folds[r["path"]] for r in test} == {1}
+    assert 1 not in {folds[r["path"]] for r in train}
+    small_train, small_test = monitor_split(MonitorSet("esc50", esc), max_files=3)
+    assert len(small_train) == 3 and len(small_test) == min(3, len(test))
+
+
+def test_console_line_shows_rate_wait_and_eta():
+    meter = EpochMeter()
+    meter.add({"loss": -0.5}, samples=16, seconds=2.0, wait=0.5)
+    console = Console(epochs=4, total_steps=40, start_step=0)
+    console.started -= 10.0  # 10 s for 1 step: 39 steps left take 390 s
+    line = console.line(0, Progress(step=1, epoch_step=1), 10, meter)
+    assert "epoch 1/4 at step 1/10 (total 1)" in line
+    assert "loss -0.5000 | 8.0 samples/s | data wait 25%" in line
+    assert "ETA 0:06:30" in line or "ETA 0:06:29" in line
+    done = console.line(
+        0, Progress(step=1), 10, meter, summary={"knn/video": 0.5, "epoch/skipped": 2}
+    )
+    assert "done, 1 steps" in done and "2 samples skipped" in done and "kNN video 0.500" in done
+
+
+def test_timed_steps_runs_the_pretext_step_on_a_fixed_batch():
+    config = load_config(
+        QUICKSTART,
+        {
+            "data.crop_size": 16,
+            "data.frames": 2,
+            "data.n_mels": 16,
+            "data.audio_seconds": 0.5,
+            "model.video_width": 2,
+            "model.audio_width": 2,
+        },
+    )
+    batch = synthetic_batch(config, 4)
+    assert batch["v1"].shape == (4, 2, 3, 16, 16) and batch["v1"].dtype.is_floating_point is False
+    assert batch["a1"].shape == (4, 1, 16, 51)
+    spec = TrainBenchSpec(config=config.model_dump(by_alias=True), batch=4, steps=2, warmup=1)
+    out = timed_steps(spec)
+    assert out["samples_per_s"] > 0
+    assert abs(out["samples_per_s"] * out["step_s"] - 4) < 1e-6
