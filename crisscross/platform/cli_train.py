@@ -131,8 +131,21 @@ def report(outcome: Outcome) -> str:
 )
 @SET_OPTION
 @click.option("--batch", type=click.IntRange(min=2), help="Batch per step [optim.batch_size].")
-@click.option("--steps", default=50, show_default=True, type=click.IntRange(min=1))
-@click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0))
+@click.option(
+    "--steps",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Steps per timed window.",
+)
+@click.option(
+    "--windows",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Timed windows; each side's figure is its median window.",
+)
+@click.option("--warmup", default=5, show_default=True, type=click.IntRange(min=0))
 @click.option("--threads", type=click.IntRange(min=1), help="Torch threads [all CPUs].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results.")
 def bench_train(
@@ -140,6 +153,7 @@ def bench_train(
     sets: tuple[str, ...],
     batch: int | None,
     steps: int,
+    windows: int,
     warmup: int,
     threads: int | None,
     json_path: str | None,
@@ -151,6 +165,7 @@ def bench_train(
         config=config.model_dump(by_alias=True),
         batch=batch or config.optim.batch_size,
         steps=steps,
+        windows=windows,
         warmup=warmup,
         threads=threads or os.cpu_count() or 1,
     )

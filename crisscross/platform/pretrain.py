@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -530,7 +531,7 @@ def plot_losses(client: MlflowClient, run_id: str, path: Path) -> bool:
     return drawn
 
 
-def run_train_benchmark(spec: TrainBenchSpec) -> dict[str, Any]:
+def run_train_benchmark(spec: TrainBenchSpec, *, settle_s: float = 10.0) -> dict[str, Any]:
     """ray_train_sps (1 Ray Train worker) against bare_torch_sps (this process), one run.
 
     The bare loop runs before and after the Ray one and its two figures are averaged, so a
@@ -552,6 +553,7 @@ def run_train_benchmark(spec: TrainBenchSpec) -> dict[str, Any]:
                 logging_config=ray.train.LoggingConfig(log_level="WARNING"),
             ),
         ).fit()
+    time.sleep(settle_s)  # let Ray finish tearing the worker group down before timing again
     bare.append(timed_steps(spec))
     in_ray = result.return_value
     bare_sps = sum(b["samples_per_s"] for b in bare) / len(bare)
@@ -561,8 +563,11 @@ def run_train_benchmark(spec: TrainBenchSpec) -> dict[str, Any]:
         "ratio": in_ray["samples_per_s"] / bare_sps,
         "goal_ratio": 0.9,
         "bare_runs_sps": [b["samples_per_s"] for b in bare],
+        "ray_window_sps": in_ray["window_sps"],
+        "bare_window_sps": [b["window_sps"] for b in bare],
         "batch": spec.batch,
         "steps": spec.steps,
+        "windows": spec.windows,
         "warmup": spec.warmup,
         "threads": spec.threads,
         "device": spec.device,

@@ -7,6 +7,7 @@ the platform's overhead and nothing else.
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +25,9 @@ from crisscross.trainers.pretrain import bf16_enabled
 class TrainBenchSpec:
     config: dict[str, Any]  # ExperimentConfig.model_dump(by_alias=True)
     batch: int
-    steps: int = 20
-    warmup: int = 3
+    steps: int = 10  # per timed window
+    windows: int = 5  # the figure is the median window
+    warmup: int = 5
     threads: int = 1
     device: str = "cpu"
 
@@ -45,8 +47,9 @@ def synthetic_batch(config: ExperimentConfig, batch: int, seed: int = 0) -> dict
     }
 
 
-def timed_steps(spec: TrainBenchSpec, *, wrap: Any = None) -> dict[str, float]:
-    """Samples/s and seconds per step of `spec.steps` pretext steps after `spec.warmup`.
+def timed_steps(spec: TrainBenchSpec, *, wrap: Any = None) -> dict[str, Any]:
+    """Samples/s (the median of `spec.windows` windows of `spec.steps` steps, after
+    `spec.warmup` steps) and seconds per step.
 
     `wrap` (e.g. Ray Train's prepare_model) is applied to the model before stepping.
     """
@@ -66,12 +69,17 @@ def timed_steps(spec: TrainBenchSpec, *, wrap: Any = None) -> dict[str, float]:
 
     for i in range(spec.warmup):
         step(i)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for i in range(spec.steps):
-        step(spec.warmup + i)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    return {"samples_per_s": spec.batch * spec.steps / seconds, "step_s": seconds / spec.steps}
+    rates = []
+    done = spec.warmup
+    for _ in range(spec.windows):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(spec.steps):
+            step(done)
+            done += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        rates.append(spec.batch * spec.steps / (time.perf_counter() - start))
+    rate = statistics.median(rates)  # a burst of background work spoils one window, not the figure
+    return {"samples_per_s": rate, "step_s": spec.batch / rate, "window_sps": rates}

@@ -16,6 +16,8 @@ def test_bench_train_writes_both_rates_and_their_ratio(run_cli, local_ray, tmp_p
         "--batch",
         "4",
         "--steps",
+        "2",
+        "--windows",
         "3",
         "--warmup",
         "1",
@@ -29,5 +31,6 @@ def test_bench_train_writes_both_rates_and_their_ratio(run_cli, local_ray, tmp_p
     assert data["ray_train_sps"] > 0 and data["bare_torch_sps"] > 0
     assert abs(data["ratio"] - data["ray_train_sps"] / data["bare_torch_sps"]) < 1e-9
     assert len(data["bare_runs_sps"]) == 2  # before and after the Ray run
-    assert (data["batch"], data["steps"], data["threads"]) == (4, 3, 1)
+    assert (data["batch"], data["steps"], data["windows"], data["threads"]) == (4, 2, 3, 1)
+    assert len(data["ray_window_sps"]) == 3
     assert "ratio" in result.output and "goal >= 0.9" in result.output

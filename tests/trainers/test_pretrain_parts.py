@@ -85,7 +85,9 @@ def test_timed_steps_runs_the_pretext_step_on_a_fixed_batch():
     batch = synthetic_batch(config, 4)
     assert batch["v1"].shape == (4, 2, 3, 16, 16) and batch["v1"].dtype.is_floating_point is False
     assert batch["a1"].shape == (4, 1, 16, 51)
-    spec = TrainBenchSpec(config=config.model_dump(by_alias=True), batch=4, steps=2, warmup=1)
+    spec = TrainBenchSpec(
+        config=config.model_dump(by_alias=True), batch=4, steps=2, windows=3, warmup=1
+    )
     out = timed_steps(spec)
-    assert out["samples_per_s"] > 0
+    assert len(out["window_sps"]) == 3 and out["samples_per_s"] in out["window_sps"]
     assert abs(out["samples_per_s"] * out["step_s"] - 4) < 1e-6
