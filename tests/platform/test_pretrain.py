@@ -176,6 +176,20 @@ def test_finished_run_is_not_trained_again(local_ray, synthetic, tmp_path):
     assert history(client, first.run_id, "loss") == [1, 2, 3]
 
 
+def test_resume_by_mlflow_run_id_finds_the_run_folder_and_config(
+    run_cli, local_ray, synthetic, tmp_path, monkeypatch
+):
+    first = run_pretrain(tiny(tmp_path, synthetic, **{"optim.epochs": 1}), say=lambda _: None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", first.tracking_uri)
+    monkeypatch.chdir(tmp_path / "runs")  # elsewhere: the run folder comes from the MLflow run
+    result = run_cli("pretrain", "--resume", first.run_id)
+    assert result.exit_code == 0, result.output
+    assert f"already finished at step 3 (MLflow run {first.run_id})" in result.output
+    unknown = run_cli("pretrain", "--resume", "0123456789abcdef")
+    assert unknown.exit_code == 2
+    assert "--resume 0123456789abcdef: no such run in the tracking store" in unknown.output
+
+
 def test_changed_config_does_not_resume_silently(local_ray, synthetic, tmp_path):
     run_pretrain(tiny(tmp_path, synthetic, **{"optim.epochs": 1}), say=lambda _: None)
     with pytest.raises(PretrainError, match=r"another config \(differs at: optim.lr\)"):
