@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from crisscross.platform.bench_train import run_train_benchmark
 from crisscross.platform.clickutil import SET_OPTION, BadInput, load_experiment
 from crisscross.platform.pretrain import (
     Outcome,
@@ -18,7 +19,6 @@ from crisscross.platform.pretrain import (
     RunFailedError,
     resume_target,
     run_pretrain,
-    run_train_benchmark,
 )
 from crisscross.platform.quickstart import EXPERIMENT as QUICKSTART
 from crisscross.platform.quickstart import run_quickstart

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,6 @@ from crisscross.datasets.fs import join, resolve
 from crisscross.datasets.layouts import LayoutError
 from crisscross.datasets.manifest import (
     build_manifest,
-    default_manifest_path,
     read_manifest,
     summary,
 )
@@ -46,7 +44,6 @@ from crisscross.platform.tracking import (
     log_params_and_tags,
     tracking_uri,
 )
-from crisscross.trainers.bench import TrainBenchSpec, timed_steps
 from crisscross.trainers.builders import build_model, clip_spec
 from crisscross.trainers.monitor import MonitorSet
 from crisscross.trainers.pretrain import BEST_DIR, STATE_FILE, PretrainJob, train_loop_per_worker
@@ -119,13 +116,11 @@ def pretext_manifest(config: ExperimentConfig, say: Callable[[str], None]) -> st
     root = absolute(d.root)
     if not _exists(root):
         raise PretrainError(f"data.root: {d.root}: no such folder")
-    path = default_manifest_path(d.dataset, root)
-    say(f"manifest: {path} (probing new or changed files)")
+    say(f"manifest of {root}: probing new or changed files")
     try:
-        build_manifest(d.dataset, root, classes_file=d.classes_file)
+        return build_manifest(d.dataset, root, classes_file=d.classes_file).path
     except (LayoutError, FileNotFoundError, NotADirectoryError) as exc:
         raise PretrainError(f"data.root: {exc}") from None
-    return path
 
 
 def monitor_sets(config: ExperimentConfig) -> tuple[MonitorSet, ...]:
@@ -276,8 +271,8 @@ def _git_commit() -> str:
 
 def open_run(
     client: MlflowClient, config: ExperimentConfig, run_dir: str, digest: str, manifest: str
-) -> tuple[str, bool]:
-    """(MLflow run id, resumed): the run recorded in the run folder, or a new one."""
+) -> tuple[str, dict[str, Any]]:
+    """(MLflow run id, run record): the run recorded in the run folder, or a new one."""
     dumped = config.model_dump(by_alias=True, mode="json")
     record = _read_record(run_dir)
     if record is not None:
@@ -299,17 +294,17 @@ def open_run(
             ) from None
         if record.get("finished_step") is None:
             client.update_run(run_id, status="RUNNING")
-        return run_id, True
+        return run_id, record
     exp = experiment_id(client, config.tracking.experiment)
     run = client.create_run(exp, run_name=config.run.name)
-    run_id = run.info.run_id
+    run_id, commit = run.info.run_id, _git_commit()
     log_params_and_tags(
         client,
         run_id,
         flatten(dumped),
         {
-            "git.commit": _git_commit(),
-            "mlflow.source.git.commit": _git_commit(),
+            "git.commit": commit,
+            "mlflow.source.git.commit": commit,
             "crisscross.version": crisscross.__version__,
             "ray.version": ray.__version__,
             "torch.version": torch.__version__,
@@ -322,11 +317,9 @@ def open_run(
         path = Path(folder) / "config.yaml"
         path.write_text(dump_config(config))
         client.log_artifact(run_id, str(path))
-    _write_record(
-        run_dir,
-        {"mlflow_run_id": run_id, "tracking_uri": client.tracking_uri, "config": dumped},
-    )
-    return run_id, False
+    record = {"mlflow_run_id": run_id, "tracking_uri": client.tracking_uri, "config": dumped}
+    _write_record(run_dir, record)
+    return run_id, {}
 
 
 def run_pretrain(config: ExperimentConfig, *, say: Callable[[str], None] = print) -> Outcome:
@@ -347,8 +340,8 @@ def run_pretrain(config: ExperimentConfig, *, say: Callable[[str], None] = print
     storage = absolute(config.run.output_dir)
     run_dir = join(storage, config.run.name)
     client = MlflowClient(uri)
-    run_id, resumed = open_run(client, config, run_dir, digest, manifest)
-    record = _read_record(run_dir) or {}
+    run_id, record = open_run(client, config, run_dir, digest, manifest)
+    resumed = bool(record)
     if record.get("finished_step") is not None:
         say(
             f"run '{config.run.name}' already finished at step {record['finished_step']} "
@@ -529,50 +522,3 @@ def plot_losses(client: MlflowClient, run_id: str, path: Path) -> bool:
         fig.savefig(path, dpi=100)
     plt.close(fig)
     return drawn
-
-
-def run_train_benchmark(spec: TrainBenchSpec, *, settle_s: float = 10.0) -> dict[str, Any]:
-    """ray_train_sps (1 Ray Train worker) against bare_torch_sps (this process), one run.
-
-    The bare loop runs before and after the Ray one and its two figures are averaged, so a
-    drift in the machine's speed during the run does not favour either side.
-    """
-    connect_ray()
-    bare = [timed_steps(spec)]
-    resources = {"CPU": spec.threads} | ({"GPU": 1} if spec.device == "cuda" else {})
-    with tempfile.TemporaryDirectory(prefix="crisscross-bench-train-") as storage:
-        result = TorchTrainer(
-            _bench_loop,
-            train_loop_config={"spec": spec},
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=1, use_gpu=spec.device == "cuda", resources_per_worker=resources
-            ),
-            run_config=ray.train.RunConfig(
-                name="bench-train",
-                storage_path=storage,
-                logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-            ),
-        ).fit()
-    time.sleep(settle_s)  # let Ray finish tearing the worker group down before timing again
-    bare.append(timed_steps(spec))
-    in_ray = result.return_value
-    bare_sps = sum(b["samples_per_s"] for b in bare) / len(bare)
-    return {
-        "ray_train_sps": in_ray["samples_per_s"],
-        "bare_torch_sps": bare_sps,
-        "ratio": in_ray["samples_per_s"] / bare_sps,
-        "goal_ratio": 0.9,
-        "bare_runs_sps": [b["samples_per_s"] for b in bare],
-        "ray_window_sps": in_ray["window_sps"],
-        "bare_window_sps": [b["window_sps"] for b in bare],
-        "batch": spec.batch,
-        "steps": spec.steps,
-        "windows": spec.windows,
-        "warmup": spec.warmup,
-        "threads": spec.threads,
-        "device": spec.device,
-    }
-
-
-def _bench_loop(train_config: dict[str, Any]) -> dict[str, float]:
-    return timed_steps(train_config["spec"], wrap=ray.train.torch.prepare_model)
