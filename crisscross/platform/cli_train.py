@@ -6,6 +6,8 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +72,8 @@ def pretrain(
         if experiment is None:
             raise BadInput("give an EXPERIMENT file (or --resume RUN_ID)")
         config = load_experiment(experiment, sets, extra)
-    outcome = _run(config)
+    with _as_exit_status():
+        outcome = run_pretrain(config, say=click.echo)
     click.echo(report(outcome))
 
 
@@ -86,19 +89,17 @@ def quickstart(workdir: str) -> None:
     """Synthesise data, pretrain the tiny model with 2 Ray workers on CPU, track it in the local
     MLflow store, and print the kNN accuracy of the encoders before and after."""
     start = time.perf_counter()
-    try:
+    with _as_exit_status():
         outcome = run_quickstart(Path(workdir), say=click.echo)
-    except PretrainError as exc:
-        raise BadInput(str(exc)) from None
-    except RunFailedError as exc:
-        raise RunFailed(str(exc)) from None
     click.echo(report(outcome))
     click.echo(f"quickstart took {time.perf_counter() - start:.0f} s")
 
 
-def _run(config: Any) -> Outcome:
+@contextmanager
+def _as_exit_status() -> Iterator[None]:
+    """Bad input -> exit 2, a run stopped in training -> exit 1; one message, no traceback."""
     try:
-        return run_pretrain(config, say=click.echo)
+        yield
     except PretrainError as exc:
         raise BadInput(str(exc)) from None
     except RunFailedError as exc:

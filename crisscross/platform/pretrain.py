@@ -125,9 +125,9 @@ def pretext_manifest(config: ExperimentConfig, say: Callable[[str], None]) -> st
 
 def monitor_sets(config: ExperimentConfig) -> tuple[MonitorSet, ...]:
     m = config.monitor
-    sets = []
     if not m.every:
         return ()
+    sets = []
     for key, dataset, root in (
         ("monitor.video_root", m.video_dataset, m.video_root),
         ("monitor.audio_root", "esc50", m.audio_root),

@@ -1,4 +1,4 @@
-"""One CrissCross optimisation step on a batch from the data pipeline (single device, no Ray)."""
+"""One CrissCross optimisation step on a batch from the data pipeline (on one worker of many)."""
 
 from __future__ import annotations
 
