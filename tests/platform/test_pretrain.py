@@ -280,6 +280,10 @@ def short_clips(tmp_path_factory):
             "tracking server http://127.0.0.1:9 is unreachable",
         ),
         (
+            ("--set", "model.sync_batchnorm=true"),
+            "model.sync_batchnorm needs GPU workers (torch's SyncBatchNorm is CUDA-only)",
+        ),
+        (
             ("--set", "monitor.video_root=/no/such/ucf"),
             "monitor.video_root: /no/such/ucf: no such folder",
         ),
