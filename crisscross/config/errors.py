@@ -8,7 +8,15 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ValidationError
 
 # error types of our own validators, whose messages already quote the offending values
-_SAYS_ITS_VALUE = {"no_terms", "zero_loss", "batch_split", "warmup", "backbone"}
+_SAYS_ITS_VALUE = {
+    "no_terms",
+    "zero_loss",
+    "batch_split",
+    "warmup",
+    "backbone",
+    "milestones",
+    "empty_grid",
+}
 
 
 @dataclass(frozen=True)

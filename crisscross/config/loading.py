@@ -10,13 +10,31 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import ValidationError
 
 from crisscross.config.errors import ConfigError, Problem, problems_from, unknown_key_reason
-from crisscross.config.schema import ExperimentConfig
+from crisscross.config.eval_schema import FinetuneExperiment, ProbeExperiment, SvmExperiment
+from crisscross.config.schema import ExperimentConfig, Section
+
+C = TypeVar("C", bound=Section)
+# experiment kinds, named like the experiments/ folders that hold them
+KINDS: dict[str, type[Section]] = {
+    "pretext": ExperimentConfig,
+    "finetune": FinetuneExperiment,
+    "svm": SvmExperiment,
+    "probe": ProbeExperiment,
+}
+
+
+def guess_kind(path: str | os.PathLike[str]) -> str:
+    """The kind of an experiment file from its folder (experiments/svm/... -> "svm"), else
+    "pretext"."""
+    folder = Path(path).parent.name
+    return folder if folder in KINDS else "pretext"
+
 
 # YAML 1.1 reads 1e-4 as a string; researchers write learning rates that way, so accept it.
 _FLOAT = re.compile(
@@ -65,9 +83,15 @@ def parse_yaml(text: str, *, source: str) -> Any:
 
 
 def load_config(
-    path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None
-) -> ExperimentConfig:
-    """Read and validate an experiment file, then apply `overrides` ({dotted key: value})."""
+    path: str | os.PathLike[str],
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    schema: type[C] = ExperimentConfig,
+) -> C:
+    """Read and validate an experiment file, then apply `overrides` ({dotted key: value}).
+
+    `schema` is the experiment kind: pretraining (the default) or an evaluation protocol.
+    """
     source = str(path)
     file = Path(path)
     if not file.is_file():
@@ -84,7 +108,7 @@ def load_config(
         raise ConfigError(
             [Problem(source, "", f"the top level must be a mapping of sections, got {_kind(data)}")]
         )
-    config = _validate(data, source_of={}, default=source)
+    config = _validate(schema, data, source_of={}, default=source)
     return apply_overrides(config, overrides) if overrides else config
 
 
@@ -105,7 +129,7 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     return overrides
 
 
-def apply_overrides(config: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
+def apply_overrides(config: C, overrides: Mapping[str, Any]) -> C:
     """A new, re-validated config with each dotted key set to its value (the config is frozen)."""
     data = config.model_dump(by_alias=True)
     problems: list[Problem] = []
@@ -120,7 +144,7 @@ def apply_overrides(config: ExperimentConfig, overrides: Mapping[str, Any]) -> E
                 break
             if part not in node:
                 problems.append(
-                    Problem(source, key, unknown_key_reason(ExperimentConfig, path[: depth + 1]))
+                    Problem(source, key, unknown_key_reason(type(config), path[: depth + 1]))
                 )
                 break
             if depth == len(path) - 1:
@@ -129,21 +153,23 @@ def apply_overrides(config: ExperimentConfig, overrides: Mapping[str, Any]) -> E
     if problems:
         raise ConfigError(problems)
     source_of = {key: f"--set {key}={_format(value)}" for key, value in overrides.items()}
-    return _validate(data, source_of=source_of, default=", ".join(source_of.values()))
+    return _validate(type(config), data, source_of=source_of, default=", ".join(source_of.values()))
 
 
-def dump_config(config: ExperimentConfig) -> str:
+def dump_config(config: Section) -> str:
     """The resolved config as YAML that `load_config` reads back to an equal config."""
     data = config.model_dump(mode="json", by_alias=True)
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
-def _validate(data: dict[str, Any], *, source_of: dict[str, str], default: str) -> ExperimentConfig:
+def _validate(
+    schema: type[C], data: dict[str, Any], *, source_of: dict[str, str], default: str
+) -> C:
     try:
-        return ExperimentConfig.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(
-            problems_from(exc, ExperimentConfig, source_of=source_of, default=default)
+            problems_from(exc, schema, source_of=source_of, default=default)
         ) from None
 
 

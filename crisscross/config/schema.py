@@ -231,6 +231,8 @@ class MonitorConfig(Section):
     """Neighbours that vote."""
     max_files: int = Field(2000, ge=2)
     """At most this many files per set (an even subsample), to bound the monitor's cost."""
+    probe: bool = False
+    """Also fit a logistic-regression probe on the same features (probe/video, probe/audio)."""
 
 
 class ExperimentConfig(Section):

@@ -2,6 +2,7 @@
 
 from crisscross.models.audio import AudioResNet18
 from crisscross.models.backbone import Backbone
+from crisscross.models.classifier import Classifier, svm_features
 from crisscross.models.crisscross import CrissCross
 from crisscross.models.factory import (
     BACKBONES,
@@ -21,10 +22,12 @@ from crisscross.models.video import R2Plus1D
 from crisscross.models.weights import (
     BackboneSpec,
     WeightsError,
+    backbone_from_state,
     detect_backbone,
     load_backbone,
     read_state_dict,
     save_backbone,
+    submodule_state,
 )
 
 __all__ = [
@@ -33,10 +36,12 @@ __all__ = [
     "AudioResNet18",
     "Backbone",
     "BackboneSpec",
+    "Classifier",
     "CrissCross",
     "LossWeights",
     "R2Plus1D",
     "WeightsError",
+    "backbone_from_state",
     "backbone_modality",
     "create_backbone",
     "crisscross_loss",
@@ -49,4 +54,6 @@ __all__ = [
     "projector",
     "read_state_dict",
     "save_backbone",
+    "submodule_state",
+    "svm_features",
 ]

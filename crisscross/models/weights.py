@@ -109,16 +109,39 @@ def detect_backbone(state: dict[str, torch.Tensor], *, source: str = "weights") 
 
 
 def load_backbone(
-    path: str | os.PathLike[str], name: str | None = None, **kwargs: object
+    path: str | os.PathLike[str],
+    name: str | None = None,
+    *,
+    modality: str | None = None,
+    **kwargs: object,
 ) -> Backbone:
     """Build the backbone a released-format file holds and load it strictly.
 
-    With `name` (and e.g. `width=`), that architecture is built and must match the file: a file of
-    the other modality, or with missing, unexpected or mis-shaped keys, raises WeightsError naming
-    both. Extra keyword arguments (such as `pool="max"`) go to the factory.
+    With `name` (and e.g. `width=`), that architecture is built and must match the file; with
+    `modality` ("video" or "audio"), the file must hold that modality. A mismatch, or missing,
+    unexpected or mis-shaped keys, raises WeightsError naming both. Extra keyword arguments (such
+    as `pool="max"`) go to the factory.
     """
-    state = read_state_dict(path)
-    found = detect_backbone(state, source=str(path))
+    return backbone_from_state(
+        read_state_dict(path), source=str(path), name=name, modality=modality, **kwargs
+    )
+
+
+def backbone_from_state(
+    state: dict[str, torch.Tensor],
+    *,
+    source: str,
+    name: str | None = None,
+    modality: str | None = None,
+    **kwargs: object,
+) -> Backbone:
+    """`load_backbone` for a state_dict already in memory; `source` names it in errors."""
+    found = detect_backbone(state, source=source)
+    if modality is not None and found.modality != modality:
+        raise WeightsError(
+            f"{source}: holds {found.describe()}, but {_article(modality)} {modality} backbone "
+            "was asked for"
+        )
     if name is None:
         kwargs.setdefault("width", found.width)
         model = create_backbone(found.name, **kwargs)
@@ -126,11 +149,17 @@ def load_backbone(
         model = create_backbone(name, **kwargs)
         if model.modality != found.modality:
             raise WeightsError(
-                f"{path}: holds {found.describe()}, but a {model.modality} backbone {name!r} "
+                f"{source}: holds {found.describe()}, but {_article(model.modality)} "
+                f"{model.modality} backbone {name!r} "
                 "was asked for"
             )
-    _load_strict(model, state, source=str(path), found=found)
+    _load_strict(model, state, source=source, found=found)
     return model
+
+
+def submodule_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of a whole-model state_dict under `prefix` (e.g. "video."), prefix removed."""
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def _load_strict(
@@ -154,6 +183,10 @@ def _load_strict(
             lines.append(f"  mis-shaped keys ({len(misshaped)}): {_first(misshaped)}")
         raise WeightsError("\n".join(lines))
     model.load_state_dict(state, strict=True)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def _count_blocks(state: dict[str, torch.Tensor], stage: str) -> int:

@@ -11,6 +11,7 @@ import click
 from crisscross import __version__
 from crisscross.platform.cli_config import config
 from crisscross.platform.cli_data import bench, manifest, prepare, synth
+from crisscross.platform.cli_eval import finetune, probe, report, svm
 from crisscross.platform.cli_train import bench_train, pretrain, quickstart
 
 
@@ -29,7 +30,19 @@ def cli(log_level: str) -> None:
     )
 
 
-for command in (config, synth, manifest, prepare, pretrain, quickstart, bench):
+for command in (
+    config,
+    synth,
+    manifest,
+    prepare,
+    pretrain,
+    quickstart,
+    finetune,
+    svm,
+    probe,
+    report,
+    bench,
+):
     cli.add_command(command)
 bench.add_command(bench_train)
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import click
 
-from crisscross.config import ExperimentConfig, dump_config
+from crisscross.config import KINDS, ExperimentConfig, dump_config, guess_kind
 from crisscross.platform.clickutil import SET_OPTION, load_experiment
+
+KIND_OPTION = click.option(
+    "--kind",
+    type=click.Choice(sorted(KINDS)),
+    help="Experiment kind [from the file's folder: experiments/<kind>/, else pretext].",
+)
 
 
 @click.group()
@@ -16,18 +22,23 @@ def config() -> None:
 @config.command("validate")
 @click.argument("file", type=click.Path(dir_okay=True))
 @SET_OPTION
-def config_validate(file: str, sets: tuple[str, ...]) -> None:
+@KIND_OPTION
+def config_validate(file: str, sets: tuple[str, ...], kind: str | None) -> None:
     """Validate FILE (with any --set overrides); exit status 2 with the reasons when invalid."""
-    cfg = load_experiment(file, sets)
-    click.echo(f"{file}: valid ({_summary(cfg)})")
+    kind = kind or guess_kind(file)
+    cfg = load_experiment(file, sets, schema=KINDS[kind])
+    about = _summary(cfg) if isinstance(cfg, ExperimentConfig) else f"{kind} experiment"
+    click.echo(f"{file}: valid ({about})")
 
 
 @config.command("show")
 @click.argument("file", type=click.Path(dir_okay=True))
 @SET_OPTION
-def config_show(file: str, sets: tuple[str, ...]) -> None:
+@KIND_OPTION
+def config_show(file: str, sets: tuple[str, ...], kind: str | None) -> None:
     """Print the resolved config of FILE (defaults filled in, overrides applied) as YAML."""
-    click.echo(dump_config(load_experiment(file, sets)), nl=False)
+    schema = KINDS[kind or guess_kind(file)]
+    click.echo(dump_config(load_experiment(file, sets, schema=schema)), nl=False)
 
 
 def _summary(cfg: ExperimentConfig) -> str:

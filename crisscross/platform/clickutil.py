@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import click
 
 from crisscross.config import ConfigError, ExperimentConfig, load_config
 from crisscross.config.loading import parse_overrides
+from crisscross.config.schema import Section
+
+C = TypeVar("C", bound=Section)
 
 
 class BadInput(click.ClickException):
@@ -17,12 +21,36 @@ class BadInput(click.ClickException):
     exit_code = 2
 
 
+class RunFailed(click.ClickException):
+    """A job started and stopped early: exit status 1, one message."""
+
+    exit_code = 1
+
+
+@contextmanager
+def as_exit_status() -> Iterator[None]:
+    """Bad input -> exit 2, a run stopped in training -> exit 1; one message, no traceback."""
+    from crisscross.platform.evaluation import EvalError
+    from crisscross.platform.pretrain import PretrainError, RunFailedError
+
+    try:
+        yield
+    except (PretrainError, EvalError) as exc:
+        raise BadInput(str(exc)) from None
+    except RunFailedError as exc:
+        raise RunFailed(str(exc)) from None
+
+
 def load_experiment(
-    file: str, sets: Sequence[str], extra: Mapping[str, Any] | None = None
-) -> ExperimentConfig:
+    file: str,
+    sets: Sequence[str],
+    extra: Mapping[str, Any] | None = None,
+    *,
+    schema: type[C] = ExperimentConfig,
+) -> C:
     """The validated config of `file` with `--set` overrides, then `extra` (from options)."""
     try:
-        return load_config(file, parse_overrides(sets) | dict(extra or {}))
+        return load_config(file, parse_overrides(sets) | dict(extra or {}), schema=schema)
     except ConfigError as exc:
         raise BadInput(str(exc)) from None
 

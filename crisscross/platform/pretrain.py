@@ -95,7 +95,7 @@ def absolute(path_or_uri: str) -> str:
     return path_or_uri if "://" in path_or_uri else str(Path(path_or_uri).expanduser().resolve())
 
 
-def _exists(uri: str) -> bool:
+def uri_exists(uri: str) -> bool:
     fs, inner = resolve(uri)
     return fs.get_file_info(inner).type != pafs.FileType.NotFound
 
@@ -105,7 +105,7 @@ def pretext_manifest(config: ExperimentConfig, say: Callable[[str], None]) -> st
     d = config.data
     if d.manifest:
         path = absolute(d.manifest)
-        if not _exists(path):
+        if not uri_exists(path):
             raise PretrainError(f"data.manifest: {d.manifest}: no such file")
         return path
     if not d.root:
@@ -114,7 +114,7 @@ def pretext_manifest(config: ExperimentConfig, say: Callable[[str], None]) -> st
             "(or --set data.root=DIR, or data.manifest in the experiment file)"
         )
     root = absolute(d.root)
-    if not _exists(root):
+    if not uri_exists(root):
         raise PretrainError(f"data.root: {d.root}: no such folder")
     say(f"manifest of {root}: probing new or changed files")
     try:
@@ -135,7 +135,7 @@ def monitor_sets(config: ExperimentConfig) -> tuple[MonitorSet, ...]:
         if root is None:
             continue
         root = absolute(root)
-        if not _exists(root):
+        if not uri_exists(root):
             raise PretrainError(f"{key}: {root}: no such folder")
         try:
             report = build_manifest(dataset, root)
@@ -254,7 +254,7 @@ def _write_record(run_dir: str, record: dict[str, Any]) -> None:
         stream.write(json.dumps(record, indent=1, default=list).encode())
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -297,7 +297,7 @@ def open_run(
         return run_id, record
     exp = experiment_id(client, config.tracking.experiment)
     run = client.create_run(exp, run_name=config.run.name)
-    run_id, commit = run.info.run_id, _git_commit()
+    run_id, commit = run.info.run_id, git_commit()
     log_params_and_tags(
         client,
         run_id,
@@ -434,7 +434,7 @@ def finish(
             client.log_artifact(run_id, str(plot))
     best = join(run_dir, BEST_DIR)
     client.set_tag(run_id, "checkpoint.latest", checkpoint.path)
-    if _exists(best):
+    if uri_exists(best):
         client.set_tag(run_id, "checkpoint.best", best)
         if local:
             client.log_artifacts(run_id, best, "checkpoints/best")

@@ -1,4 +1,7 @@
-"""Frozen features of a labelled dataset: one vector per file, averaged over its test clips."""
+"""Frozen features of a labelled dataset: per clip, or one vector per file averaged over its clips.
+
+Legend: N files, C clips per file, D feature size.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,63 @@ from typing import Any
 import numpy as np
 import torch
 
+from crisscross.datasets.decode import DecodeError
 from crisscross.datasets.transforms import normalize
 
 
 @torch.no_grad()
+def clip_features(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    rows: Sequence[Mapping[str, Any]],
+    sample: Callable[..., dict[str, np.ndarray]],
+    *,
+    key: str,
+    device: torch.device,
+    batch_clips: int = 32,
+    skip_failures: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """((N, C, D) features, (N,) labels, (N,) decoded) of `rows`; every file must give C clips.
+
+    `key` is "video" (uint8 clips, normalised here) or "audio" (log-mel images); `encode` maps a
+    batch of model inputs to (B, D). With `skip_failures`, a file that fails to decode gets zero
+    features and decoded False instead of raising.
+    """
+    out: list[torch.Tensor | None] = [None] * len(rows)
+    labels = torch.tensor([int(row["label"]) for row in rows], dtype=torch.int64)
+    pending: list[np.ndarray] = []
+    owners: list[tuple[int, int, int]] = []
+
+    def flush() -> None:
+        batch = torch.from_numpy(np.concatenate(pending)).to(device)
+        inputs = normalize(batch) if key == "video" else batch.float()
+        encoded = encode(inputs).float().cpu()
+        for i, start, stop in owners:
+            out[i] = encoded[start:stop]
+        pending.clear()
+        owners.clear()
+
+    for i, row in enumerate(rows):
+        try:
+            clips = sample(row, epoch=0, index=i)[key]
+        except (DecodeError, ValueError):
+            if not skip_failures:
+                raise
+            continue
+        offset = sum(len(p) for p in pending)
+        pending.append(clips)
+        owners.append((i, offset, offset + len(clips)))
+        if offset + len(clips) >= batch_clips:
+            flush()
+    if pending:
+        flush()
+    decoded = torch.tensor([f is not None for f in out])
+    shape = next((f.shape for f in out if f is not None), None)
+    if shape is None:
+        return torch.zeros(len(rows), 0, 0), labels, decoded
+    zeros = torch.zeros(shape)
+    return torch.stack([f if f is not None else zeros for f in out]), labels, decoded
+
+
 def extract_features(
     encode: Callable[[torch.Tensor], torch.Tensor],
     rows: Sequence[Mapping[str, Any]],
@@ -21,32 +77,40 @@ def extract_features(
     device: torch.device,
     batch_clips: int = 32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """((N, D) features, (N,) labels) for `rows`, each the mean over the clips `sample` gives.
+    """((N, D) features, (N,) labels) for `rows`, each the mean over the clips `sample` gives."""
+    features, labels, _ = clip_features(
+        encode, rows, sample, key=key, device=device, batch_clips=batch_clips
+    )
+    return features.mean(dim=1), labels
 
-    `key` is "video" (uint8 clips, normalised here) or "audio" (log-mel images); `encode` maps a
-    batch of model inputs to (B, D).
-    """
-    features, labels, pending, owners = [], [], [], []
 
-    def flush() -> None:
-        batch = torch.from_numpy(np.concatenate(pending)).to(device)
-        inputs = normalize(batch) if key == "video" else batch.float()
-        out = encode(inputs).float().cpu()
-        for row_index, (start, stop) in owners:
-            features[row_index] = out[start:stop].mean(dim=0)
-        pending.clear()
-        owners.clear()
+def encoder_of(backbone: torch.nn.Module, kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The feature function: "embedding" (the globally pooled (B, D) output) or "svm" (the
+    ESC-50 SVM's pooled conv5 map)."""
+    from crisscross.models import svm_features
 
-    for i, row in enumerate(rows):
-        item = sample(row, epoch=0, index=i)
-        clips = item[key]
-        offset = sum(len(p) for p in pending)
-        pending.append(clips)
-        owners.append((i, (offset, offset + len(clips))))
-        features.append(None)
-        labels.append(int(item["label"]))
-        if offset + len(clips) >= batch_clips:
-            flush()
-    if pending:
-        flush()
-    return torch.stack(features), torch.tensor(labels)
+    if kind == "svm":
+        return lambda x: svm_features(backbone, x)
+    return backbone
+
+
+def backbone_clip_features(
+    backbone: torch.nn.Module,
+    rows: Sequence[Mapping[str, Any]],
+    samples: Mapping[str, Callable[..., dict[str, np.ndarray]]],
+    *,
+    key: str,
+    kind: str,
+    device: torch.device,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """For each named sampler: ((N, C, D) features, (N,) decoded) of `rows` (files that fail
+    to decode get zeros and decoded False)."""
+    backbone = backbone.to(device).eval()
+    encode = encoder_of(backbone, kind)
+    out = {}
+    for name, sample in samples.items():
+        features, _, decoded = clip_features(
+            encode, rows, sample, key=key, device=device, skip_failures=True
+        )
+        out[name] = (features, decoded)
+    return out

@@ -21,6 +21,7 @@ from crisscross.datasets.samples import AudioClipSample, VideoClipSample
 from crisscross.models import CrissCross
 from crisscross.trainers.features import extract_features
 from crisscross.trainers.knn import knn_accuracy
+from crisscross.trainers.svm import logistic_probe
 
 MODALITY = {"ucf101": "video", "hmdb51": "video", "esc50": "audio"}
 
@@ -64,11 +65,12 @@ def monitor_split(
 
 
 class KnnMonitor:
-    """kNN top-1 of each modality's frozen backbone, as {"knn/video": acc, "knn/audio": acc}."""
+    """kNN top-1 of each modality's frozen backbone, as {"knn/video": acc, "knn/audio": acc},
+    and with monitor.probe a logistic-regression probe's top-1 as "probe/video", "probe/audio"."""
 
     def __init__(self, sets: list[MonitorSet], config: ExperimentConfig) -> None:
         m, d = config.monitor, config.data
-        self.k = m.k
+        self.k, self.probe = m.k, m.probe
         self.splits = {s.modality: monitor_split(s, max_files=m.max_files) for s in sets}
         self.samplers = {
             "video": VideoClipSample(
@@ -101,6 +103,9 @@ class KnnMonitor:
                 out[f"knn/{modality}"] = knn_accuracy(
                     train, train_labels, test, test_labels, k=self.k
                 )
+                if self.probe:
+                    predicted = logistic_probe(train.numpy(), train_labels.numpy(), test.numpy())
+                    out[f"probe/{modality}"] = float((predicted == test_labels.numpy()).mean())
             return out
         finally:
             model.train(was_training)

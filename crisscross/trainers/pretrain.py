@@ -223,7 +223,7 @@ class EpochMeter:
         return out | {"epoch/samples_per_s": sps, "epoch/data_wait": wait}
 
 
-def _quiet_ray() -> None:
+def quiet_ray() -> None:
     """Keep Ray's per-epoch and per-report lines off the console; warnings still show."""
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
@@ -240,7 +240,7 @@ def _quiet_ray() -> None:
 def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
     """Pretrain until `optim.epochs` are done; returns rank 0's summary (Ray hands it back)."""
     config = job.experiment()
-    _quiet_ray()
+    quiet_ray()
     ray.data.DataContext.get_current().execution_options.preserve_order = config.run.deterministic
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -280,7 +280,7 @@ def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
     if monitor is not None and progress.step == 0 and progress.epoch == 0:
         scores = monitor(module, device)
         tracker.log_metrics(scores, step=0)
-        say("kNN before training: " + _scores(scores))
+        say("monitor before training" + _scores(scores))
 
     manifest = read_manifest(job.manifest)
     spec = clip_spec(config)
@@ -391,7 +391,13 @@ def _score(summary: dict[str, float]) -> float | None:
 
 
 def _scores(scores: dict[str, float]) -> str:
-    return ", ".join(f"{k.removeprefix('knn/')} {v:.3f}" for k, v in scores.items())
+    """ " | kNN video 0.875, audio 1.000 | probe video 0.917" from monitor metrics."""
+    text = ""
+    for prefix, title in (("knn/", "kNN"), ("probe/", "probe")):
+        found = {k.removeprefix(prefix): v for k, v in scores.items() if k.startswith(prefix)}
+        if found:
+            text += f" | {title} " + ", ".join(f"{k} {v:.3f}" for k, v in found.items())
+    return text
 
 
 class Console:
@@ -425,7 +431,5 @@ class Console:
         if summary:
             if summary.get("epoch/skipped"):
                 text += f" | {int(summary['epoch/skipped'])} samples skipped"
-            knn = {k: v for k, v in summary.items() if k.startswith("knn/")}
-            if knn:
-                text += " | kNN " + _scores(knn)
+            text += _scores(summary)
         return text

@@ -6,10 +6,12 @@ import pydantic
 import pytest
 
 from crisscross.config import (
+    KINDS,
     ConfigError,
     ExperimentConfig,
     apply_overrides,
     dump_config,
+    guess_kind,
     load_config,
     parse_overrides,
 )
@@ -51,8 +53,10 @@ def test_every_section_documents_its_fields():
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
 def test_shipped_experiments_validate_and_round_trip(path, tmp_path):
-    config = load_config(path)
-    again = load_config(write(tmp_path, dump_config(config)))
+    schema = KINDS[guess_kind(path)]
+    config = load_config(path, schema=schema)
+    assert type(config) is schema
+    again = load_config(write(tmp_path, dump_config(config)), schema=schema)
     assert again == config
 
 
@@ -189,3 +193,14 @@ def test_paper_recipes_are_at_paper_size(dataset):
         2,
     )
     assert (config.data.frames, config.data.crop_size, config.data.audio_seconds) == (8, 112, 2.0)
+
+
+def test_evaluation_experiments_are_validated_by_their_own_schema(run_cli):
+    path = REPO / "experiments" / "svm" / "esc50.yaml"
+    result = run_cli("config", "validate", str(path))
+    assert result.exit_code == 0 and "valid (svm experiment)" in result.output
+    result = run_cli("config", "validate", str(path), "--set", "svm.c_grid=[]")
+    assert result.exit_code == 2
+    assert "--set svm.c_grid=[]: svm.c_grid: give at least one C value" in result.output
+    result = run_cli("config", "show", str(path), "--kind", "pretext")
+    assert result.exit_code == 2 and "svm: unknown key" in result.output

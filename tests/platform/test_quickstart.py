@@ -52,3 +52,29 @@ def test_pretraining_beats_random_initialisation(quickstart):
     before, after = float(video.group(1)), float(video.group(2))
     assert after >= before + 0.1, (before, after)
     assert float(audio.group(2)) >= float(audio.group(1)) - 0.05
+
+
+def test_quickstart_evaluates_downstream_and_prints_the_table(quickstart):
+    """After pretraining: the ESC-50 SVM over 5 folds and a UCF101 fine-tune on split 1, both
+    MLflow runs tagged with the pretraining, and the results table printed and written."""
+    workdir, output = quickstart
+    pretrain_run = re.search(r"done: step \d+; MLflow run (\w{32})", output).group(1)
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    evaluations = client.search_runs(
+        [client.get_experiment_by_name("crisscross-quickstart").experiment_id],
+        f"tags.`crisscross.pretrain_run` = '{pretrain_run}'",
+    )
+    by_kind = {run.data.tags["crisscross.eval"]: run for run in evaluations}
+    assert set(by_kind) == {"svm", "finetune"}
+    assert by_kind["svm"].data.metrics["folds"] == 5
+    assert by_kind["finetune"].data.tags["crisscross.folds"] == "1"
+    table = (workdir / "report.md").read_text()
+    assert table in output.replace("\r", "")
+    header = next(line for line in table.splitlines() if line.startswith("| pretraining"))
+    assert header == "| pretraining | UCF101: finetune 8f | ESC50: linear SVM 2s, C by CV |"
+    row = next(line for line in table.splitlines() if pretrain_run[:8] in line)
+    svm_top1 = 100 * by_kind["svm"].data.metrics["top1_mean"]
+    ft_top1 = 100 * by_kind["finetune"].data.metrics["top1_mean"]
+    assert f"| {ft_top1:.1f} (1 split) | {svm_top1:.1f} ± " in row
+    seconds = int(re.search(r"quickstart took (\d+) s", output).group(1))
+    assert seconds < 600

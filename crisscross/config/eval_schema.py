@@ -1,0 +1,206 @@
+"""Typed, frozen configs of the downstream protocols (REFERENCE.md section 6).
+
+Three experiment kinds share the `model`, `run` and `tracking` sections: full fine-tuning on
+UCF101/HMDB51 (`FinetuneExperiment`), the ESC-50 linear SVM (`SvmExperiment`) and the cheap
+logistic-regression/kNN probe of frozen features (`ProbeExperiment`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from crisscross.config.schema import Section, TrackingConfig
+
+VideoDataset = Literal["ucf101", "hmdb51"]
+EvalDataset = Literal["ucf101", "hmdb51", "esc50"]
+Positive = Annotated[float, Field(gt=0.0)]
+
+
+class EvalModelConfig(Section):
+    """Which backbone is evaluated; unset keys are read from the weights themselves."""
+
+    backbone: str | None = None
+    """Registered backbone the weights must match (unset: whatever the weights hold)."""
+    width: int | None = Field(None, ge=1)
+    """Its width (unset: the weights' width)."""
+
+
+class EvalRunConfig(Section):
+    name: str = Field("eval", min_length=1)
+    """Run name shown in MLflow (the pretraining's name is added to it)."""
+    seed: int = Field(0, ge=0)
+    """Seed of every random draw (head initialisation, clip choice, augmentation)."""
+    workers: int = Field(1, ge=1)
+    """Ray workers: training workers per fold (fine-tune) or feature extraction tasks."""
+    use_gpu: bool = False
+    """Run on GPUs (one per worker)."""
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    """CPUs reserved per worker."""
+    loader_workers: int = Field(0, ge=0)
+    """Decoding processes per worker (torch DataLoader workers; 0 decodes in the worker)."""
+    output_dir: str = Field("runs", min_length=1)
+    """Where fine-tuning checkpoints go: a folder or a shared-storage URI."""
+    max_failures: int = Field(0, ge=-1)
+    """Restarts of a fold's workers from its last epoch checkpoint after a worker dies."""
+
+
+class FinetuneDataConfig(Section):
+    dataset: VideoDataset = "ucf101"
+    """Layout of the root: ucf101 or hmdb51 (3 official splits each)."""
+    root: str | None = None
+    """Dataset root folder or URI; may also be given with --root."""
+    frames: int = Field(8, ge=1)
+    """Frames per clip: 8 ("8f", 0.5 s) or 32 ("32f", 2 s) at 16 fps."""
+    fps: float = Field(16.0, gt=0.0)
+    """Frame rate clips are resampled to."""
+    crop_size: int = Field(224, ge=8)
+    """Side of the square crop; test clips are resized to crop_size / 0.875 (256 for 224)."""
+    clips_per_video: int = Field(10, ge=1)
+    """Random training clips per video per epoch (each an independent sample)."""
+    test_clips: int = Field(10, ge=1)
+    """Evenly spaced test clips per video whose softmax outputs are averaged."""
+    decode_threads: int = Field(1, ge=1)
+    """FFmpeg threads per decode."""
+
+
+class FinetuneOptimConfig(Section):
+    epochs: int = Field(20, ge=1)
+    """Training epochs."""
+    batch_size: int = Field(64, ge=1)
+    """Global batch size, split evenly across workers."""
+    lr: float = Field(5e-4, gt=0.0)
+    """Initial learning rate (SGD)."""
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    """SGD momentum."""
+    weight_decay: float = Field(0.0, ge=0.0)
+    """SGD weight decay (none in the paper)."""
+    milestones: tuple[int, ...] = Field((6, 10, 14), strict=False)
+    """Epochs after which the learning rate is multiplied by gamma."""
+    gamma: float = Field(0.3, gt=0.0, le=1.0)
+    """Multi-step decay factor."""
+    test_every: int = Field(1, ge=1)
+    """Test every this many epochs (and always after the last)."""
+
+    @model_validator(mode="after")
+    def _milestones_rise(self) -> FinetuneOptimConfig:
+        if list(self.milestones) != sorted(set(self.milestones)) or any(
+            m < 1 for m in self.milestones
+        ):
+            raise PydanticCustomError(
+                "milestones",
+                "milestones must be distinct epochs >= 1 in rising order, got {got}",
+                {"got": list(self.milestones), "key": "milestones"},
+            )
+        return self
+
+
+class FinetuneExperiment(Section):
+    """Full fine-tuning: max-pooled backbone + linear head, trained on one split, tested on it."""
+
+    model: EvalModelConfig = EvalModelConfig()
+    data: FinetuneDataConfig = FinetuneDataConfig()
+    optim: FinetuneOptimConfig = FinetuneOptimConfig()
+    run: EvalRunConfig = EvalRunConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _batch_splits(self) -> FinetuneExperiment:
+        if self.optim.batch_size % self.run.workers:
+            raise PydanticCustomError(
+                "batch_split",
+                "global batch {batch} does not split evenly across {workers} workers (run.workers)",
+                {
+                    "batch": self.optim.batch_size,
+                    "workers": self.run.workers,
+                    "key": "optim.batch_size",
+                },
+            )
+        return self
+
+
+class AudioDataConfig(Section):
+    dataset: Literal["esc50"] = "esc50"
+    """Layout of the root (ESC-50, 5 official folds)."""
+    root: str | None = None
+    """Dataset root folder or URI; may also be given with --root."""
+    seconds: float = Field(2.0, gt=0.0)
+    """Length of each audio crop (2 s in the paper; 5 s is the whole ESC-50 clip)."""
+    sample_rate: int = Field(16000, ge=1000)
+    """Audio is resampled to this rate, mono."""
+    n_mels: int = Field(80, ge=1)
+    """Mel bins of the log-mel spectrogram."""
+    train_crops: int = Field(10, ge=1)
+    """Random augmented crops per training file, each a training example."""
+    test_clips: int = Field(10, ge=1)
+    """Evenly spaced crops per test file whose decision values are averaged."""
+
+
+class SvmConfig(Section):
+    c_grid: tuple[Positive, ...] = Field((1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0), strict=False)
+    """The C values tried."""
+    select_c: Literal["cv", "test"] = "cv"
+    """How C is chosen: "cv" by leave-one-fold-out on the training folds only; "test" on the
+    test fold, as the reference code did (optimistic; for comparison with the paper only)."""
+    standardize: bool = True
+    """Scale features to zero mean, unit variance (fitted on the training folds)."""
+    max_iter: int = Field(2000, ge=1)
+    """LinearSVC iterations."""
+
+    @model_validator(mode="after")
+    def _grid(self) -> SvmConfig:
+        if not self.c_grid:
+            raise PydanticCustomError("empty_grid", "give at least one C value", {"key": "c_grid"})
+        return self
+
+
+class SvmExperiment(Section):
+    """Linear SVM on frozen audio conv5 features (max pool (1,3) stride (1,2), flattened)."""
+
+    model: EvalModelConfig = EvalModelConfig()
+    data: AudioDataConfig = AudioDataConfig()
+    svm: SvmConfig = SvmConfig()
+    run: EvalRunConfig = EvalRunConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
+class ProbeDataConfig(Section):
+    dataset: EvalDataset = "ucf101"
+    """Layout of the root: ucf101, hmdb51 (video encoder) or esc50 (audio encoder)."""
+    root: str | None = None
+    """Dataset root folder or URI; may also be given with --root."""
+    frames: int = Field(8, ge=1)
+    """Video: frames per clip at `fps`."""
+    fps: float = Field(16.0, gt=0.0)
+    """Video: frame rate clips are resampled to."""
+    crop_size: int = Field(112, ge=8)
+    """Video: side of the centre crop."""
+    seconds: float = Field(2.0, gt=0.0)
+    """Audio: length of each crop."""
+    sample_rate: int = Field(16000, ge=1000)
+    """Audio: resampling rate, mono."""
+    n_mels: int = Field(80, ge=1)
+    """Audio: mel bins."""
+    clips: int = Field(4, ge=1)
+    """Evenly spaced clips per file whose pooled embeddings are averaged into its feature."""
+
+
+class ProbeConfig(Section):
+    c: float = Field(1.0, gt=0.0)
+    """Inverse regularisation strength of the logistic regression."""
+    max_iter: int = Field(1000, ge=1)
+    """Solver iterations."""
+    k: int = Field(20, ge=1)
+    """Neighbours voting in the kNN classifier reported beside it."""
+
+
+class ProbeExperiment(Section):
+    """Logistic regression and kNN on frozen, globally pooled embeddings."""
+
+    model: EvalModelConfig = EvalModelConfig()
+    data: ProbeDataConfig = ProbeDataConfig()
+    probe: ProbeConfig = ProbeConfig()
+    run: EvalRunConfig = EvalRunConfig()
+    tracking: TrackingConfig = TrackingConfig()

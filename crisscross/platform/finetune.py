@@ -1,0 +1,188 @@
+"""`crisscross finetune`: full fine-tuning of a pretrained video encoder on UCF101/HMDB51 splits,
+each split a Ray Train run (run side by side when the cluster has room), one MLflow run in all."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from crisscross.config import FinetuneExperiment
+from crisscross.platform.evaluation import (
+    TITLES,
+    EvalError,
+    EvalRun,
+    check_backbone,
+    checked_tracking,
+    fold_rows,
+    labelled_set,
+    log_fold,
+    open_eval_run,
+    parse_folds,
+    pretrained_weights,
+    summarise,
+)
+from crisscross.platform.pretrain import RunFailedError, absolute, connect_ray
+from crisscross.platform.tracking import MlflowTracker
+from crisscross.trainers.finetune import FinetuneJob, finetune_loop_per_worker
+
+
+@dataclass(frozen=True)
+class EvalOutcome:
+    """One evaluation's result: top-1 per fold, their mean and std, and where it is logged."""
+
+    run_id: str
+    uri: str
+    kind: str
+    dataset: str
+    protocol: str
+    pretrain_label: str
+    per_fold: dict[int, float]
+    mean: float
+    std: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def protocol_name(config: FinetuneExperiment) -> str:
+    return f"finetune {config.data.frames}f"
+
+
+def run_finetune(
+    config: FinetuneExperiment, *, source: str, folds: str, say: Callable[[str], None] = print
+) -> EvalOutcome:
+    """Check everything, fine-tune each split, log per-fold and mean top-1; EvalError for bad
+    input, RunFailedError when a split's training fails."""
+    d, r = config.data, config.run
+    chosen = parse_folds(folds, d.dataset)
+    uri = checked_tracking(config)
+    manifest = labelled_set(d.dataset, d.root, say)
+    splits = {fold: fold_rows(manifest, d.dataset, fold) for fold in chosen}
+    for fold, (train, _) in splits.items():
+        samples = len(train) * d.clips_per_video
+        if samples < config.optim.batch_size:
+            raise EvalError(
+                f"optim.batch_size {config.optim.batch_size} is larger than split {fold}'s epoch "
+                f"({len(train)} videos x {d.clips_per_video} clips = {samples}): lower it"
+            )
+    with tempfile.TemporaryDirectory(prefix="crisscross-weights-") as scratch:
+        pretrained = pretrained_weights(source, modality="video", uri=uri, scratch=scratch)
+    check_backbone(pretrained, config, modality="video", command="finetune")
+    local, dashboard = connect_ray()
+    if dashboard:
+        say(f"Ray dashboard: {dashboard}")
+    cpus = ray.cluster_resources().get("CPU", 0.0)
+    need = r.workers * r.cpus_per_worker
+    if local and need > cpus:
+        raise EvalError(
+            f"run.workers {r.workers} x run.cpus_per_worker {r.cpus_per_worker} needs {need:g} "
+            f"CPUs; this Ray cluster has {cpus:g}"
+        )
+    run = open_eval_run(
+        uri,
+        config,
+        kind="finetune",
+        dataset=d.dataset,
+        protocol=protocol_name(config),
+        pretrained=pretrained,
+        folds=chosen,
+    )
+    side_by_side = len(chosen) > 1 and need * len(chosen) <= cpus
+    say(
+        f"fine-tuning {TITLES[d.dataset]} split(s) {', '.join(map(str, chosen))} "
+        f"({'side by side' if side_by_side else 'one after another'}) from {pretrained.where}; "
+        f"MLflow run {run.run_id}"
+    )
+    jobs = [
+        FinetuneJob(
+            config=config.model_dump(by_alias=True),
+            fold=fold,
+            train_rows=train,
+            test_rows=test,
+            classes=len(manifest.classes),
+            backbone=pretrained.state,
+            source=pretrained.where,
+            tracker=MlflowTracker(uri, run.run_id),
+        )
+        for fold, (train, test) in splits.items()
+    ]
+    storage = absolute(r.output_dir)
+    try:
+        if side_by_side:
+            refs = [_fit_remote.remote(job, storage, run.run_id) for job in jobs]
+            results = ray.get(refs)
+        else:
+            results = [fit_fold(job, storage, run.run_id) for job in jobs]
+    except (ray.train.TrainingFailedError, ray.exceptions.RayTaskError) as exc:
+        run.client.set_terminated(run.run_id, status="FAILED")
+        raise RunFailedError(f"fine-tuning failed ({str(exc).strip().splitlines()[-1]})") from None
+    return _conclude(run, config, manifest.classes, jobs, results, pretrained.label)
+
+
+def fit_fold(job: FinetuneJob, storage: str, run_id: str) -> dict[str, Any]:
+    """One split's Ray Train run; rank 0's result dict."""
+    config = FinetuneExperiment.model_validate(job.config)
+    r = config.run
+    resources = {"CPU": r.cpus_per_worker} | ({"GPU": 1} if r.use_gpu else {})
+    trainer = TorchTrainer(
+        _loop,
+        train_loop_config={"job": job},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=r.workers, use_gpu=r.use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=f"{r.name}-{run_id[:8]}-fold{job.fold}",
+            storage_path=storage,
+            failure_config=ray.train.FailureConfig(max_failures=r.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+        ),
+    )
+    return trainer.fit().return_value
+
+
+@ray.remote(num_cpus=0)
+def _fit_remote(job: FinetuneJob, storage: str, run_id: str) -> dict[str, Any]:
+    return fit_fold(job, storage, run_id)
+
+
+def _loop(train_config: dict[str, Any]) -> dict[str, Any]:
+    return finetune_loop_per_worker(train_config["job"])
+
+
+def _conclude(
+    run: EvalRun,
+    config: FinetuneExperiment,
+    classes: list[str],
+    jobs: list[FinetuneJob],
+    results: list[dict[str, Any]],
+    label: str,
+) -> EvalOutcome:
+    per_fold, best = {}, {}
+    for job, result in zip(jobs, results, strict=True):
+        top1 = log_fold(
+            run, job.fold, labels=result["labels"], predicted=result["predicted"], classes=classes
+        )
+        per_fold[job.fold], best[job.fold] = top1, result["best"]
+        run.client.log_metric(run.run_id, f"fold{job.fold}/top1", top1)
+        run.client.log_metric(run.run_id, f"fold{job.fold}/top1_best", result["best"])
+        run.client.log_metric(run.run_id, f"fold{job.fold}/best_epoch", result["best_epoch"])
+    mean, std = summarise(run, per_fold)
+    best_mean, _ = summarise(run, best, key="top1_best")
+    run.client.set_terminated(run.run_id, status="FINISHED")
+    return EvalOutcome(
+        run.run_id,
+        run.uri,
+        "finetune",
+        config.data.dataset,
+        protocol_name(config),
+        label,
+        per_fold,
+        mean,
+        std,
+        {"best": best, "best_mean": best_mean},
+    )

@@ -1,0 +1,157 @@
+"""Downstream pieces against hand computation: clip averaging, worker shares, the SVM's choice of C."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from crisscross.datasets.crops import RepeatedDraws
+from crisscross.datasets.manifest import build_manifest
+from crisscross.datasets.samples import AudioClipSample, VideoClipSample
+from crisscross.datasets.transforms import normalize
+from crisscross.models import Classifier, create_backbone, svm_features
+from crisscross.trainers.clips import average_clip_softmax, epoch_clips, worker_share
+from crisscross.trainers.finetune import test_videos as run_test_videos
+from crisscross.trainers.svm import SvmSettings, averaged_scores, fit_svm_fold
+
+
+def test_average_clip_softmax_is_the_mean_of_each_clips_softmax():
+    logits = torch.tensor([[[0.0, 0.0], [2.0, 0.0]], [[0.0, 3.0], [0.0, 3.0]]])  # (V=2, C=2, K=2)
+    e2 = np.exp(2.0) / (np.exp(2.0) + 1.0)
+    e3 = np.exp(3.0) / (np.exp(3.0) + 1.0)
+    expected = torch.tensor([[(0.5 + e2) / 2, (0.5 + 1 - e2) / 2], [1 - e3, e3]])
+    assert torch.allclose(average_clip_softmax(logits), expected.float(), atol=1e-6)
+
+
+def test_testing_averages_the_softmax_of_ten_evenly_spaced_clips(synthetic):
+    manifest = build_manifest("ucf101", str(synthetic["ucf101"])).manifest
+    rows = manifest.usable().select(["path", "label", "duration"]).to_pylist()[:3]
+    sample = VideoClipSample(frames=4, size=32, train=False, test_clips=10)
+    model = Classifier(create_backbone("r2plus1d_18", width=4), classes=3).eval()
+    probs, failed = run_test_videos(model, rows, sample, classes=3, device=torch.device("cpu"))
+    assert failed == 0 and probs.shape == (3, 3)
+    for i, row in enumerate(rows):
+        clips = torch.from_numpy(sample(row, epoch=0, index=i)["video"])
+        assert clips.shape[0] == 10
+        assert len({c.float().mean().item() for c in clips}) > 1  # ten different windows
+        with torch.no_grad():
+            per_clip = model(normalize(clips)).softmax(dim=1)  # (10, K)
+        assert torch.allclose(probs[i], per_clip.mean(dim=0), atol=1e-5)
+        assert not torch.allclose(probs[i], per_clip[0], atol=1e-4)  # not a single clip's
+
+
+def test_each_video_appears_clips_per_video_times_an_epoch():
+    order = epoch_clips(7, clips_per_video=10, seed=3, epoch=2)
+    assert np.bincount(order).tolist() == [10] * 7
+    assert not np.array_equal(order, epoch_clips(7, clips_per_video=10, seed=3, epoch=3))
+
+
+def test_worker_shares_split_every_global_batch_and_drop_the_partial_one():
+    order = np.arange(70)
+    shares = [worker_share(order, global_batch=16, rank=r, world=4) for r in range(4)]
+    assert {steps for _, steps in shares} == {4}  # 70 // 16
+    positions = np.concatenate([p for p, _ in shares])
+    assert sorted(positions.tolist()) == list(range(64))
+    assert shares[1][0][:4].tolist() == [4, 5, 6, 7]  # rank 1: the 2nd quarter of batch 0
+    assert shares[1][0][4:8].tolist() == [20, 21, 22, 23]
+
+
+def test_classifier_max_pools_and_starts_from_an_orthogonal_head():
+    backbone = create_backbone("resnet18_audio", width=4)
+    model = Classifier(backbone, classes=5)
+    assert backbone.pool == "max"
+    w = model.head.weight  # (5, 32): orthogonal rows
+    assert torch.allclose(w @ w.T, torch.eye(5), atol=1e-5)
+    x = torch.randn(2, 1, 40, 101)
+    with torch.no_grad():
+        expected = model.head(backbone.forward_features(x).flatten(2).amax(dim=2))
+        assert torch.allclose(model(x), expected)
+
+
+def test_svm_features_are_4608_wide_for_a_2_second_clip_at_paper_width():
+    backbone = create_backbone("resnet18_audio", width=64).eval()
+    with torch.no_grad():
+        out = svm_features(backbone, torch.randn(2, 1, 80, 201))
+        conv5 = backbone.forward_features(torch.randn(1, 1, 80, 201))
+    assert out.shape == (2, 4608)
+    assert conv5.shape == (1, 512, 3, 7)  # max pool (1, 3) stride (1, 2): 7 -> 3 frames
+
+
+def test_repeated_draws_differ_and_repeat(synthetic):
+    manifest = build_manifest("esc50", str(synthetic["esc50"])).manifest
+    row = manifest.usable().to_pylist()[0]
+    draws = RepeatedDraws(AudioClipSample(n_mels=40, train=True), times=3, key="audio")
+    first = draws(row, epoch=0, index=0)["audio"]
+    assert first.shape[0] == 3
+    assert not np.allclose(first[0], first[1])
+    assert np.array_equal(first, draws(row, epoch=0, index=0)["audio"])
+
+
+def _blobs(rng, n_per_class, classes=3, clips=4, dim=6, spread=1.0):
+    labels = np.repeat(np.arange(classes), n_per_class)
+    centres = rng.normal(0, 3, (classes, dim))
+    x = centres[labels][:, None, :] + rng.normal(0, spread, (len(labels), clips, dim))
+    return x.astype(np.float32), labels
+
+
+def test_c_is_chosen_on_the_training_folds_without_reading_the_test_data():
+    rng = np.random.default_rng(0)
+    crops, labels = _blobs(rng, 12, spread=2.5)
+    clips, _ = _blobs(np.random.default_rng(0), 12, spread=2.5)
+    groups = np.tile(np.arange(4), 9)
+    test_clips, test_labels = _blobs(rng, 4)
+    settings = SvmSettings(grid=(1e-4, 1e-2, 1.0), select="cv")
+    common = {
+        "train_crops": crops,
+        "train_clips": clips,
+        "train_labels": labels,
+        "train_groups": groups,
+        "settings": settings,
+    }
+    fit = fit_svm_fold(test_clips=test_clips, test_labels=test_labels, **common)
+    garbage = fit_svm_fold(
+        test_clips=rng.normal(0, 50, test_clips.shape).astype(np.float32),
+        test_labels=np.zeros_like(test_labels),
+        **common,
+    )
+    assert fit.c == garbage.c and fit.scores == garbage.scores  # the test fold played no part
+    assert set(fit.scores) == {1e-4, 1e-2, 1.0}
+    assert fit.predicted.shape == test_labels.shape
+    # choosing on the test fold is possible, and then the test data does decide
+    on_test = SvmSettings(grid=(1e-4, 1e-2, 1.0), select="test")
+    chosen = fit_svm_fold(
+        test_clips=test_clips, test_labels=test_labels, **common | {"settings": on_test}
+    )
+    flipped = fit_svm_fold(
+        test_clips=test_clips, test_labels=(test_labels + 1) % 3, **common | {"settings": on_test}
+    )
+    assert chosen.scores != flipped.scores
+
+
+def test_cv_needs_two_training_folds():
+    crops, labels = _blobs(np.random.default_rng(1), 4)
+    with pytest.raises(ValueError, match="at least 2 training folds"):
+        fit_svm_fold(
+            train_crops=crops,
+            train_clips=crops,
+            train_labels=labels,
+            train_groups=np.zeros(len(labels)),
+            test_clips=crops,
+            test_labels=labels,
+            settings=SvmSettings(),
+        )
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_test_decision_values_are_averaged_over_clips(classes):
+    from sklearn.svm import LinearSVC
+
+    rng = np.random.default_rng(2)
+    x, y = _blobs(rng, 10, classes=classes)
+    model = LinearSVC(C=1.0).fit(x.reshape(-1, x.shape[-1]), np.repeat(y, x.shape[1]))
+    scores = averaged_scores(model, x[:3])
+    by_hand = np.stack([model.decision_function(x[i]) for i in range(3)]).mean(axis=1)
+    if classes == 2:
+        by_hand = np.stack([-by_hand, by_hand], axis=1)
+    assert np.allclose(scores, by_hand)
