@@ -10,7 +10,6 @@ from typing import Any
 
 import ray
 import ray.train
-from ray.train.torch import TorchTrainer
 
 from crisscross.config import FinetuneExperiment
 from crisscross.platform.evaluation import (
@@ -27,7 +26,7 @@ from crisscross.platform.evaluation import (
     pretrained_weights,
     summarise,
 )
-from crisscross.platform.pretrain import RunFailedError, absolute, connect_ray
+from crisscross.platform.pretrain import RunFailedError, absolute, connect_ray, torch_trainer
 from crisscross.platform.tracking import MlflowTracker
 from crisscross.trainers.finetune import FinetuneJob, finetune_loop_per_worker
 
@@ -111,36 +110,39 @@ def run_finetune(
         for fold, (train, test) in splits.items()
     ]
     storage = absolute(r.output_dir)
+    per_fold: dict[int, float] = {}
+    best: dict[int, float] = {}
     try:
         if side_by_side:
-            refs = [_fit_remote.remote(job, storage, run.run_id) for job in jobs]
-            results = ray.get(refs)
-        else:
-            results = [fit_fold(job, storage, run.run_id) for job in jobs]
-    except (ray.train.TrainingFailedError, ray.exceptions.RayTaskError) as exc:
+            results = ray.get([_fit_remote.remote(job, storage, run.run_id) for job in jobs])
+        else:  # each split's results are logged as soon as it ends: a later failure loses none
+            results = []
+            for job in jobs:
+                result = fit_fold(job, storage, run.run_id)
+                _log_result(run, job, result, manifest.classes, per_fold, best)
+                results.append(result)
+    except (ray.train.TrainingFailedError, ray.exceptions.RayError) as exc:
         run.client.set_terminated(run.run_id, status="FAILED")
-        raise RunFailedError(f"fine-tuning failed ({str(exc).strip().splitlines()[-1]})") from None
-    return _conclude(run, config, manifest.classes, jobs, results, pretrained.label)
+        done = f"; split(s) {', '.join(map(str, per_fold))} finished and logged" if per_fold else ""
+        raise RunFailedError(
+            f"fine-tuning failed ({str(exc).strip().splitlines()[-1]}){done}"
+        ) from None
+    for job, result in zip(jobs, results, strict=True):
+        if job.fold not in per_fold:
+            _log_result(run, job, result, manifest.classes, per_fold, best)
+    return _conclude(run, config, per_fold, best, pretrained.label)
 
 
 def fit_fold(job: FinetuneJob, storage: str, run_id: str) -> dict[str, Any]:
     """One split's Ray Train run; rank 0's result dict."""
     config = FinetuneExperiment.model_validate(job.config)
-    r = config.run
-    resources = {"CPU": r.cpus_per_worker} | ({"GPU": 1} if r.use_gpu else {})
-    trainer = TorchTrainer(
+    trainer = torch_trainer(
         _loop,
-        train_loop_config={"job": job},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=r.workers, use_gpu=r.use_gpu, resources_per_worker=resources
-        ),
-        run_config=ray.train.RunConfig(
-            name=f"{r.name}-{run_id[:8]}-fold{job.fold}",
-            storage_path=storage,
-            failure_config=ray.train.FailureConfig(max_failures=r.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-        ),
+        job,
+        run=config.run,
+        name=f"{config.run.name}-{run_id[:8]}-fold{job.fold}",
+        storage=storage,
+        keep_checkpoints=1,
     )
     return trainer.fit().return_value
 
@@ -154,23 +156,30 @@ def _loop(train_config: dict[str, Any]) -> dict[str, Any]:
     return finetune_loop_per_worker(train_config["job"])
 
 
+def _log_result(
+    run: EvalRun,
+    job: FinetuneJob,
+    result: dict[str, Any],
+    classes: list[str],
+    per_fold: dict[int, float],
+    best: dict[int, float],
+) -> None:
+    top1 = log_fold(
+        run, job.fold, labels=result["labels"], predicted=result["predicted"], classes=classes
+    )
+    per_fold[job.fold], best[job.fold] = top1, result["best"]
+    run.client.log_metric(run.run_id, f"fold{job.fold}/top1", top1)
+    run.client.log_metric(run.run_id, f"fold{job.fold}/top1_best", result["best"])
+    run.client.log_metric(run.run_id, f"fold{job.fold}/best_epoch", result["best_epoch"])
+
+
 def _conclude(
     run: EvalRun,
     config: FinetuneExperiment,
-    classes: list[str],
-    jobs: list[FinetuneJob],
-    results: list[dict[str, Any]],
+    per_fold: dict[int, float],
+    best: dict[int, float],
     label: str,
 ) -> EvalOutcome:
-    per_fold, best = {}, {}
-    for job, result in zip(jobs, results, strict=True):
-        top1 = log_fold(
-            run, job.fold, labels=result["labels"], predicted=result["predicted"], classes=classes
-        )
-        per_fold[job.fold], best[job.fold] = top1, result["best"]
-        run.client.log_metric(run.run_id, f"fold{job.fold}/top1", top1)
-        run.client.log_metric(run.run_id, f"fold{job.fold}/top1_best", result["best"])
-        run.client.log_metric(run.run_id, f"fold{job.fold}/best_epoch", result["best_epoch"])
     mean, std = summarise(run, per_fold)
     best_mean, _ = summarise(run, best, key="top1_best")
     run.client.set_terminated(run.run_id, status="FINISHED")

@@ -362,20 +362,13 @@ def run_pretrain(config: ExperimentConfig, *, say: Callable[[str], None] = print
         monitor_sets=sets,
     )
     r = config.run
-    resources = {"CPU": r.cpus_per_worker} | ({"GPU": 1} if r.use_gpu else {})
-    trainer = TorchTrainer(
+    trainer = torch_trainer(
         _loop,
-        train_loop_config={"job": job},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=r.workers, use_gpu=r.use_gpu, resources_per_worker=resources
-        ),
-        run_config=ray.train.RunConfig(
-            name=r.name,
-            storage_path=storage,
-            failure_config=ray.train.FailureConfig(max_failures=r.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=r.keep_checkpoints),
-            logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # no per-report lines
-        ),
+        job,
+        run=r,
+        name=r.name,
+        storage=storage,
+        keep_checkpoints=r.keep_checkpoints,
     )
     try:
         result = trainer.fit()
@@ -396,6 +389,34 @@ def run_pretrain(config: ExperimentConfig, *, say: Callable[[str], None] = print
 
 def _loop(train_config: dict[str, Any]) -> dict[str, Any]:
     return train_loop_per_worker(train_config["job"])
+
+
+def torch_trainer(
+    loop: Callable[[dict[str, Any]], Any],
+    job: Any,
+    *,
+    run: Any,
+    name: str,
+    storage: str,
+    keep_checkpoints: int,
+) -> TorchTrainer:
+    """A TorchTrainer running `loop` on {"job": job} with the `run` section's workers, CPUs,
+    GPUs and restarts; checkpoints under `storage`/`name`."""
+    resources = {"CPU": run.cpus_per_worker} | ({"GPU": 1} if run.use_gpu else {})
+    return TorchTrainer(
+        loop,
+        train_loop_config={"job": job},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=run.workers, use_gpu=run.use_gpu, resources_per_worker=resources
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage,
+            failure_config=ray.train.FailureConfig(max_failures=run.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep_checkpoints),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # no per-report lines
+        ),
+    )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -33,7 +33,7 @@ from crisscross.trainers.clips import (
     epoch_clips,
     worker_share,
 )
-from crisscross.trainers.pretrain import quiet_ray
+from crisscross.trainers.pretrain import console_line, quiet_ray
 from crisscross.trainers.tracking import NullTracker, Tracker
 
 STATE_FILE = "state.pt"
@@ -208,6 +208,19 @@ def _report(
         )
 
 
+def _epoch_line(job: FinetuneJob, fold: FoldState, epochs: int, metrics: dict[str, float]) -> str:
+    p = job.prefix
+    text = (
+        f"split {job.fold} epoch {fold.epoch}/{epochs} | loss {metrics[p + 'train_loss']:.4f}"
+        f" | train top-1 {metrics[p + 'train_top1']:.3f}"
+    )
+    if p + "test_top1" in metrics:
+        text += f" | test top-1 {metrics[p + 'test_top1']:.3f}"
+    if metrics[p + "skipped"]:
+        text += f" | {int(metrics[p + 'skipped'])} clips skipped"
+    return text
+
+
 def finetune_loop_per_worker(job: FinetuneJob) -> dict[str, Any]:
     """Fine-tune and test one fold; rank 0 returns accuracies and the final test predictions."""
     config = FinetuneExperiment.model_validate(job.config)
@@ -274,6 +287,8 @@ def finetune_loop_per_worker(job: FinetuneJob) -> dict[str, Any]:
             metrics[f"{job.prefix}test_skipped"] = _all_sum([float(bad)], world)[0]
         tracker.log_metrics(metrics, step=fold.epoch)
         tracker.flush()
+        if rank == 0:
+            console_line(_epoch_line(job, fold, o.epochs, metrics))
         _report(core, optimizer, scheduler, fold, metrics, rank)
     return {
         "final": fold.last,

@@ -237,6 +237,13 @@ def quiet_ray() -> None:
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
+def console_line(text: str) -> None:
+    """One line on the console; Ray Train tees a worker's sys.stdout to stderr: raw stream."""
+    stream = sys.__stdout__ or sys.stdout
+    stream.write(text + "\n")
+    stream.flush()
+
+
 def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
     """Pretrain until `optim.epochs` are done; returns rank 0's summary (Ray hands it back)."""
     config = job.experiment()
@@ -261,11 +268,9 @@ def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
     tracker = job.tracker if rank == 0 else NullTracker()
     tracker.open()
 
-    def say(text: str) -> None:  # Ray Train tees a worker's sys.stdout to stderr: raw stream
+    def say(text: str) -> None:
         if rank == 0:
-            stream = sys.__stdout__ or sys.stdout
-            stream.write(text + "\n")
-            stream.flush()
+            console_line(text)
 
     monitor = None
     if rank == 0 and config.monitor.every and job.monitor_sets:

@@ -279,3 +279,33 @@ def test_finetune_bad_input(store, synthetic, tmp_path, run_cli, args, message):
     result = run_cli("finetune", str(FINETUNE), *base, *args, *_common(store, tmp_path))
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+def test_a_failed_split_keeps_the_splits_already_done(
+    local_ray, synthetic, store, tmp_path, run_cli, monkeypatch
+):
+    import ray
+
+    real = finetune_module.fit_fold
+
+    def second_fails(job, *args):
+        if job.fold == 2:
+            raise ray.exceptions.RayError("worker died")
+        return real(job, *args)
+
+    monkeypatch.setattr(finetune_module, "fit_fold", second_fails)
+    result = run_cli(
+        "finetune", str(FINETUNE), "--pretrained", str(store["vid"]), "--root",
+        str(synthetic["ucf101"]), "--set", "data.crop_size=32", "--set", "data.frames=4",
+        "--set", "optim.batch_size=4", "--set", "optim.epochs=1", "--set", "optim.milestones=[]",
+        "--set", "run.cpus_per_worker=2", *_common(store, tmp_path),
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "one after another" in result.output
+    assert "fine-tuning failed (worker died); split(s) 1 finished and logged" in result.output
+    run_id = re.search(r"MLflow run (\w{32})", result.output).group(1)
+    client = MlflowClient(store["uri"])
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert "fold1/top1" in run.data.metrics and "fold2/top1" not in run.data.metrics
+    assert {a.path for a in client.list_artifacts(run_id, "fold1")}
