@@ -1,7 +1,8 @@
 """`crisscross svm` and `crisscross probe`: classifiers on frozen features.
 
 Features are extracted once per file, in parallel Ray tasks (one per run.workers, a GPU each
-when run.use_gpu), batched; the classifiers are then fitted per fold on the driver.
+when run.use_gpu is set or the cluster has GPUs), batched; the classifiers are then fitted per
+fold on the driver.
 """
 
 from __future__ import annotations
@@ -49,13 +50,14 @@ def _extract_task(
     rows: list[dict[str, Any]],
     samples: dict[str, Any],
     kind: str,
+    use_gpu: bool,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     torch.set_num_threads(max(1, int(config.run.cpus_per_worker)))
     modality = MODALITY[config.data.dataset]
     backbone = pretrained.backbone(
         modality=modality, name=config.model.backbone, width=config.model.width
     )
-    device = torch.device("cuda" if config.run.use_gpu and torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
     return backbone_clip_features(backbone, rows, samples, key=modality, kind=kind, device=device)
 
 
@@ -67,15 +69,17 @@ def extract_parallel(
     *,
     kind: str,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{sampler name: ((N, C, D) features, (N,) decoded)} over `run.workers` Ray tasks."""
+    """{sampler name: ((N, C, D) features, (N,) decoded)} over `run.workers` Ray tasks, each on
+    a GPU when run.use_gpu is set or the cluster has GPUs."""
     r = config.run
+    use_gpu = r.use_gpu or ray.cluster_resources().get("GPU", 0.0) >= 1
     task = ray.remote(_extract_task).options(
-        num_cpus=r.cpus_per_worker, num_gpus=1 if r.use_gpu else 0
+        num_cpus=r.cpus_per_worker, num_gpus=1 if use_gpu else 0
     )
     weights = ray.put(pretrained)
     shards = [s.tolist() for s in np.array_split(np.arange(len(rows)), r.workers) if len(s)]
     parts = ray.get(
-        [task.remote(weights, config, [rows[i] for i in s], samples, kind) for s in shards]
+        [task.remote(weights, config, [rows[i] for i in s], samples, kind, use_gpu) for s in shards]
     )
     return {
         name: (

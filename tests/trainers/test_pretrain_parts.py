@@ -91,3 +91,33 @@ def test_timed_steps_runs_the_pretext_step_on_a_fixed_batch():
     out = timed_steps(spec)
     assert len(out["window_sps"]) == 3 and out["samples_per_s"] in out["window_sps"]
     assert abs(out["samples_per_s"] * out["step_s"] - 4) < 1e-6
+
+
+def test_monitor_probe_reports_a_logistic_probe_beside_knn(synthetic):
+    import torch
+
+    from crisscross.models import CrissCross, create_backbone
+    from crisscross.trainers.monitor import KnnMonitor
+    from crisscross.trainers.svm import logistic_probe
+
+    esc = build_manifest("esc50", str(synthetic["esc50"])).path
+    overrides = {"data.n_mels": 40, "monitor.clips": 1, "monitor.probe": True}
+    config = load_config(QUICKSTART, overrides)
+    monitor = KnnMonitor([MonitorSet("esc50", esc)], config)
+    model = CrissCross(
+        create_backbone("r2plus1d_18", width=4),
+        create_backbone("resnet18_audio", width=4),
+        projector_dim=16,
+        predictor_hidden=8,
+    )
+    scores = monitor(model, torch.device("cpu"))
+    assert set(scores) == {"knn/audio", "probe/audio"}
+    from crisscross.trainers.features import extract_features
+
+    (train_rows, test_rows), sample = monitor.splits["audio"], monitor.samplers["audio"]
+    kw = {"sample": sample, "key": "audio", "device": torch.device("cpu")}
+    train, train_y = extract_features(model.audio.eval(), train_rows, **kw)
+    test, test_y = extract_features(model.audio, test_rows, **kw)
+    predicted = logistic_probe(train.numpy(), train_y.numpy(), test.numpy())
+    assert scores["probe/audio"] == float((predicted == test_y.numpy()).mean())
+    assert load_config(QUICKSTART).monitor.probe is False  # off unless asked for
