@@ -1,8 +1,9 @@
 """`crisscross report`: the results table of the seed page, read back from MLflow.
 
-Rows are pretrainings (an MLflow pretraining run, or a released weights file), columns are
-downstream datasets with their protocol; a cell is the top-1 mean over the evaluated splits
-(± their std, and how many). The latest finished evaluation of each (pretraining, column) wins.
+One line per downstream dataset and pretraining (an MLflow pretraining run, or a released weights
+file), in the seed page's columns (Dataset, Pretraining DB, Top-1 Acc., Model) plus the protocol
+and the evaluation's MLflow run; top-1 is the mean over the evaluated splits (± their std, and how
+many). The latest finished evaluation of each (pretraining, dataset, protocol) wins.
 """
 
 from __future__ import annotations
@@ -29,15 +30,26 @@ ORDER = ("ucf101", "hmdb51", "esc50")
 
 
 @dataclass(frozen=True)
-class Cell:
+class Entry:
+    """One line of the table: a downstream result of one pretraining under one protocol."""
+
+    dataset: str
+    pretraining: str
     mean: float
     std: float
     folds: int
+    protocol: str
+    model: str
     run_id: str
 
-    def text(self) -> str:
+    def line(self) -> str:
         spread = f" ± {100 * self.std:.1f}" if self.folds > 1 else ""
-        return f"{100 * self.mean:.1f}{spread} ({self.folds} split{'s' if self.folds > 1 else ''})"
+        splits = f"{self.folds} split{'s' if self.folds > 1 else ''}"
+        return (
+            f"| {TITLES.get(self.dataset, self.dataset)} | {self.pretraining} | "
+            f"{100 * self.mean:.1f}%{spread} ({splits}) | {self.protocol} | {self.model} | "
+            f"{self.run_id[:8]} |"
+        )
 
 
 def evaluation_runs(client: MlflowClient, pretrain_runs: Sequence[str] = ()) -> list[Run]:
@@ -53,63 +65,78 @@ def evaluation_runs(client: MlflowClient, pretrain_runs: Sequence[str] = ()) -> 
     return runs
 
 
-def _row_name(run: Run) -> str:
+def _pretraining(run: Run) -> str:
     tags = run.data.tags
     label = tags.get("crisscross.pretrain_label", "?")
     dataset = tags.get("crisscross.pretrain_dataset", "unknown")
     run = tags.get("crisscross.pretrain_run")
     origin = f"run {run[:8]}" if run else tags.get("crisscross.pretrained_kind", "file")
-    return f"{label} ({dataset}; {origin})"
+    return f"{dataset} ({label}; {origin})"
 
 
-def build_table(runs: Sequence[Run]) -> tuple[list[str], list[str], dict[tuple[str, str], Cell]]:
-    """(row names, column names, {(row, column): cell}) from evaluation runs, newest first."""
-    cells: dict[tuple[str, str], Cell] = {}
-    rows: list[str] = []
-    columns: list[tuple[int, str]] = []
+def entries(runs: Sequence[Run]) -> list[Entry]:
+    """The table's lines from evaluation runs given newest first: the latest evaluation of each
+    (pretraining, dataset, protocol), grouped by pretraining, datasets in the seed page's order."""
+    found: dict[tuple[str, str, str], Entry] = {}
     for run in runs:
         tags, metrics = run.data.tags, run.data.metrics
         if "top1_mean" not in metrics:
             continue
-        dataset = tags.get("crisscross.dataset", "?")
-        column = f"{TITLES.get(dataset, dataset)}: {tags.get('crisscross.protocol', '?')}"
-        row = _row_name(run)
-        if (row, column) in cells:
-            continue  # an older evaluation of the same thing
-        cells[(row, column)] = Cell(
-            metrics["top1_mean"],
-            metrics.get("top1_std", 0.0),
-            int(metrics.get("folds", 1)),
-            run.info.run_id,
+        key = (
+            _pretraining(run),
+            tags.get("crisscross.dataset", "?"),
+            tags.get("crisscross.protocol", "?"),
         )
-        if row not in rows:
-            rows.append(row)
-        rank = ORDER.index(dataset) if dataset in ORDER else len(ORDER)
-        if (rank, column) not in columns:
-            columns.append((rank, column))
-    return rows, [c for _, c in sorted(columns)], cells
+        if key in found:
+            continue  # an older evaluation of the same thing
+        found[key] = Entry(
+            dataset=key[1],
+            pretraining=key[0],
+            mean=metrics["top1_mean"],
+            std=metrics.get("top1_std", 0.0),
+            folds=int(metrics.get("folds", 1)),
+            protocol=key[2],
+            model=tags.get("crisscross.pretrained_path", "?").rstrip("/").rsplit("/", 1)[-1],
+            run_id=run.info.run_id,
+        )
+    first_seen = {pre: i for i, (pre, _, _) in reversed(list(enumerate(found)))}
+    rank = {d: i for i, d in enumerate(ORDER)}
+    return sorted(
+        found.values(),
+        key=lambda e: (first_seen[e.pretraining], rank.get(e.dataset, len(ORDER)), e.protocol),
+    )
+
+
+HEADER = (
+    "| Dataset | Pretraining DB | Top-1 Acc. | Protocol | Model | Evaluation run |\n"
+    "| ------- | -------------- | ---------- | -------- | ----- | -------------- |"
+)
 
 
 def render(runs: Sequence[Run], *, paper: bool = True) -> str:
-    """The markdown report: our results, then the paper's for comparison."""
-    rows, columns, cells = build_table(runs)
+    """The markdown report in the seed page's shape, then the paper's numbers for comparison."""
     lines = ["# CrissCross downstream results", ""]
-    if not rows:
+    found = entries(runs)
+    if not found:
         lines.append("No finished evaluation runs found (run `crisscross finetune` or `svm`).")
     else:
-        lines.append("Top-1 accuracy (%), mean over the evaluated splits (± std across them).")
-        lines.append("")
-        lines.append("| pretraining | " + " | ".join(columns) + " |")
-        lines.append("|---" * (len(columns) + 1) + "|")
-        for row in rows:
-            values = [cells[(row, c)].text() if (row, c) in cells else "-" for c in columns]
-            lines.append(f"| {row} | " + " | ".join(values) + " |")
+        lines += [
+            "Top-1 accuracy, mean over the evaluated splits (± std across them).",
+            "",
+            HEADER,
+            *(entry.line() for entry in found),
+        ]
     if paper:
-        lines += ["", "Published (REFERENCE.md section 7; fine-tuning 3 splits, SVM 5 folds):", ""]
-        lines.append("| pretraining | UCF101 | HMDB51 | ESC50 |")
-        lines.append("|---|---|---|---|")
+        lines += ["", "Published (REFERENCE.md section 7):", "", HEADER]
         for name, values in PAPER.items():
-            lines.append(f"| {name} | " + " | ".join(f"{values[d]:.1f}" for d in ORDER) + " |")
+            db = name.lower().replace("-", "").replace("kineticssound", "kinetics_sound")
+            for dataset in ORDER:
+                protocol = "linear SVM 2s, 5 folds" if dataset == "esc50" else "finetune, 3 splits"
+                prefix = "aud" if dataset == "esc50" else "vid"
+                lines.append(
+                    f"| {TITLES[dataset]} | {name} | {values[dataset]:.1f}% | {protocol} | "
+                    f"{prefix}_crisscross_{db}.pth.tar | - |"
+                )
     return "\n".join(lines) + "\n"
 
 

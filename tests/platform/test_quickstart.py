@@ -70,11 +70,13 @@ def test_quickstart_evaluates_downstream_and_prints_the_table(quickstart):
     assert by_kind["finetune"].data.tags["crisscross.folds"] == "1"
     table = (workdir / "report.md").read_text()
     assert table in output.replace("\r", "")
-    header = next(line for line in table.splitlines() if line.startswith("| pretraining"))
-    assert header == "| pretraining | UCF101: finetune 8f | ESC50: linear SVM 2s, C by CV |"
-    row = next(line for line in table.splitlines() if pretrain_run[:8] in line)
-    svm_top1 = 100 * by_kind["svm"].data.metrics["top1_mean"]
-    ft_top1 = 100 * by_kind["finetune"].data.metrics["top1_mean"]
-    assert f"| {ft_top1:.1f} (1 split) | {svm_top1:.1f} ± " in row
+    assert "| Dataset | Pretraining DB | Top-1 Acc. | Protocol | Model | Evaluation run |" in table
+    rows = [line for line in table.splitlines() if pretrain_run[:8] in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| UCF101", "| ESC50"]
+    ft, svm = (by_kind[kind] for kind in ("finetune", "svm"))
+    assert f"{100 * ft.data.metrics['top1_mean']:.1f}% (1 split) | finetune 8f" in rows[0]
+    assert rows[0].endswith(f"| {ft.info.run_id[:8]} |")
+    assert f"{100 * svm.data.metrics['top1_mean']:.1f}% ± " in rows[1]
+    assert "(5 splits) | linear SVM 2s, C by CV | aud_" in rows[1]
     seconds = int(re.search(r"quickstart took (\d+) s", output).group(1))
     assert seconds < 600
