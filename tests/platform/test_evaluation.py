@@ -311,3 +311,21 @@ def test_a_failed_split_keeps_the_splits_already_done(
     assert run.info.status == "FAILED"
     assert "fold1/top1" in run.data.metrics and "fold2/top1" not in run.data.metrics
     assert {a.path for a in client.list_artifacts(run_id, "fold1")}
+
+
+@pytest.mark.parametrize("fold", [1, 2, 3])
+def test_hmdb51_training_rows_hold_only_the_split_files_training_videos(synthetic, fold):
+    from crisscross.datasets.manifest import build_manifest
+    from crisscross.platform.evaluation import fold_rows
+
+    root = synthetic["hmdb51"]
+    manifest = build_manifest("hmdb51", str(root)).manifest
+    train, test = fold_rows(manifest, "hmdb51", fold)
+    ids: dict[str, str] = {}
+    for split_file in (root / "testTrainMulti_7030_splits").glob(f"*_test_split{fold}.txt"):
+        for line in split_file.read_text().splitlines():
+            if line.strip():
+                name, id_ = line.split()
+                ids[name] = id_
+    assert {Path(r["path"]).name for r in train} == {n for n, i in ids.items() if i == "1"}
+    assert {Path(r["path"]).name for r in test} == {n for n, i in ids.items() if i == "2"}

@@ -246,8 +246,9 @@ def _hmdb51(root: Path, spec: SynthSpec):
     for c, name in enumerate(names):
         files = [f"clip{i:03d}_{name}_f_cm_np1_ri_med_{i % 3}.avi" for i in range(spec.per_class)]
         clips += [Clip(f"{name}/{file}", c, len(clips) + i) for i, file in enumerate(files)]
-        for n in (1, 2, 3):  # 70 % train, 30 % test, a different rotation per split
-            ids = ["1" if (i + n) % 10 < 7 else "2" for i in range(len(files))]
+        for n in (1, 2, 3):  # 70 % train, 30 % test (every 10 files), another draw per split;
+            # 3 is coprime with 10, so even 5 files per class have a test video in each split
+            ids = ["1" if (3 * i + n) % 10 < 7 else "2" for i in range(len(files))]
             text = "".join(f"{file} {tag} \n" for file, tag in zip(files, ids, strict=True))
             (splitdir / f"{name}_test_split{n}.txt").write_text(text)
     return clips, _audiovisual(spec, video_codec="mpeg4", with_audio=False)
