@@ -112,25 +112,25 @@ def run_finetune(
     storage = absolute(r.output_dir)
     per_fold: dict[int, float] = {}
     best: dict[int, float] = {}
-    try:
+    try:  # each split is logged as soon as it ends: a failure of another loses nothing
         if side_by_side:
-            results = ray.get([_fit_remote.remote(job, storage, run.run_id) for job in jobs])
-        else:  # each split's results are logged as soon as it ends: a later failure loses none
-            results = []
+            pending = {_fit_remote.remote(job, storage, run.run_id): job for job in jobs}
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                job = pending.pop(done[0])
+                _log_result(run, job, ray.get(done[0]), manifest.classes, per_fold, best)
+        else:
             for job in jobs:
                 result = fit_fold(job, storage, run.run_id)
                 _log_result(run, job, result, manifest.classes, per_fold, best)
-                results.append(result)
     except (ray.train.TrainingFailedError, ray.exceptions.RayError) as exc:
         run.client.set_terminated(run.run_id, status="FAILED")
-        done = f"; split(s) {', '.join(map(str, per_fold))} finished and logged" if per_fold else ""
+        kept = ", ".join(map(str, sorted(per_fold)))
+        done = f"; split(s) {kept} finished and logged" if per_fold else ""
         raise RunFailedError(
             f"fine-tuning failed ({str(exc).strip().splitlines()[-1]}){done}"
         ) from None
-    for job, result in zip(jobs, results, strict=True):
-        if job.fold not in per_fold:
-            _log_result(run, job, result, manifest.classes, per_fold, best)
-    return _conclude(run, config, per_fold, best, pretrained.label)
+    return _conclude(run, config, dict(sorted(per_fold.items())), best, pretrained.label)
 
 
 def fit_fold(job: FinetuneJob, storage: str, run_id: str) -> dict[str, Any]:
