@@ -68,7 +68,7 @@ def test_quickstart_evaluates_downstream_and_prints_the_table(quickstart):
     assert set(by_kind) == {"svm", "finetune"}
     assert by_kind["svm"].data.metrics["folds"] == 5
     assert by_kind["finetune"].data.tags["crisscross.folds"] == "1"
-    table = (workdir / "report.md").read_text()
+    table = (workdir / "quickstart" / "report.md").read_text()  # the default --workdir
     assert table in output.replace("\r", "")
     assert "| Dataset | Pretraining DB | Top-1 Acc. | Protocol | Model | Evaluation run |" in table
     rows = [line for line in table.splitlines() if pretrain_run[:8] in line]
