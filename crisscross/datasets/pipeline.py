@@ -256,9 +256,10 @@ class PretextTorchDataset(torch.utils.data.Dataset):
 
 
 def collate_skipping_failures(items: list[dict[str, np.ndarray] | None]) -> dict[str, torch.Tensor]:
+    """Stack the samples that decoded (every key they hold); `failed` counts those that did not."""
     kept = [item for item in items if item is not None]
     batch = (
-        {name: torch.from_numpy(np.stack([item[name] for item in kept])) for name in VIEWS}
+        {key: torch.from_numpy(np.stack([item[key] for item in kept])) for key in kept[0]}
         if kept
         else {}
     )

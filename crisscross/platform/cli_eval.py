@@ -9,8 +9,8 @@ import click
 
 from crisscross.config import ExperimentConfig, FinetuneExperiment, ProbeExperiment, SvmExperiment
 from crisscross.platform.clickutil import SET_OPTION, as_exit_status, load_experiment
-from crisscross.platform.evaluation import TITLES
-from crisscross.platform.finetune import EvalOutcome, run_finetune
+from crisscross.platform.evaluation import TITLES, EvalOutcome
+from crisscross.platform.finetune import run_finetune
 from crisscross.platform.frozen import run_probe, run_svm
 from crisscross.platform.report import write_report
 from crisscross.platform.tracking import tracking_uri

@@ -7,12 +7,11 @@ import csv
 import math
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 from mlflow.tracking import MlflowClient
 
 import crisscross
@@ -34,6 +33,7 @@ from crisscross.platform.tracking import (
 FOLDS = {"ucf101": (1, 2, 3), "hmdb51": (1, 2, 3), "esc50": (1, 2, 3, 4, 5)}
 MODALITY = {"ucf101": "video", "hmdb51": "video", "esc50": "audio"}
 TITLES = {"ucf101": "UCF101", "hmdb51": "HMDB51", "esc50": "ESC50"}
+ROW_COLUMNS = ["path", "label", "duration", "fold", "fold1", "fold2", "fold3"]
 
 
 class EvalError(RuntimeError):
@@ -68,28 +68,42 @@ def labelled_set(dataset: str, root: str | None, say: Callable[[str], None]) -> 
     return manifest
 
 
-def fold_rows(
-    manifest: Manifest, dataset: str, fold: int
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(train rows, test rows) of an official split; only usable files, as {path, label, ...}.
+def usable_files(manifest: Manifest) -> list[dict[str, Any]]:
+    """The usable files as {path, label, duration, fold, fold1, fold2, fold3} dicts."""
+    return manifest.usable().select(ROW_COLUMNS).to_pylist()
+
+
+def split_masks(
+    rows: list[dict[str, Any]], dataset: str, fold: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) boolean masks of `rows` for an official split.
 
     UCF101/HMDB51: the split's train and test lists (HMDB51's unused videos are in neither);
     ESC-50: every other fold against this one.
     """
-    table = manifest.usable()
-    if MODALITY[dataset] == "video":
-        member = table.column(f"fold{fold}")
-        train, test = (table.filter(pc.equal(member, side)) for side in ("train", "test"))
-    else:
-        train = table.filter(pc.not_equal(table.column("fold"), fold))
-        test = table.filter(pc.equal(table.column("fold"), fold))
-    cols = ["path", "label", "duration", "fold"]
-    if not train.num_rows or not test.num_rows:
+    if MODALITY[dataset] == "audio":
+        folds = np.array([row["fold"] for row in rows])
+        return folds != fold, folds == fold
+    member = np.array([row[f"fold{fold}"] for row in rows], dtype=object)
+    return member == "train", member == "test"
+
+
+def need_both(train: np.ndarray, test: np.ndarray, fold: int, *, root: str) -> None:
+    if not train.any() or not test.any():
         raise EvalError(
-            f"{manifest.root}: split {fold} has {train.num_rows} usable training and "
-            f"{test.num_rows} usable test files; both must be non-empty"
+            f"{root}: split {fold} has {int(train.sum())} usable training and "
+            f"{int(test.sum())} usable test files; both must be non-empty"
         )
-    return train.select(cols).to_pylist(), test.select(cols).to_pylist()
+
+
+def fold_rows(
+    manifest: Manifest, dataset: str, fold: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train rows, test rows) of an official split (see `split_masks`), usable files only."""
+    rows = usable_files(manifest)
+    train, test = split_masks(rows, dataset, fold)
+    need_both(train, test, fold, root=manifest.root)
+    return [rows[i] for i in np.flatnonzero(train)], [rows[i] for i in np.flatnonzero(test)]
 
 
 def checked_tracking(config: Any) -> str:
@@ -118,6 +132,22 @@ def check_backbone(pretrained: Pretrained, config: Any, *, modality: str, comman
             f"{exc}\n`crisscross {command}` evaluates the {modality} encoder: give its "
             f"{prefix}_*.pth.tar file, or a pretraining run or checkpoint holding both"
         ) from None
+
+
+@dataclass(frozen=True)
+class EvalOutcome:
+    """One evaluation's result: top-1 per fold, their mean and std, and where it is logged."""
+
+    run_id: str
+    uri: str
+    kind: str
+    dataset: str
+    protocol: str
+    pretrain_label: str
+    per_fold: dict[int, float]
+    mean: float
+    std: float
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -15,6 +14,7 @@ from crisscross.config import FinetuneExperiment
 from crisscross.platform.evaluation import (
     TITLES,
     EvalError,
+    EvalOutcome,
     EvalRun,
     check_backbone,
     checked_tracking,
@@ -29,22 +29,6 @@ from crisscross.platform.evaluation import (
 from crisscross.platform.pretrain import RunFailedError, absolute, connect_ray, torch_trainer
 from crisscross.platform.tracking import MlflowTracker
 from crisscross.trainers.finetune import FinetuneJob, finetune_loop_per_worker
-
-
-@dataclass(frozen=True)
-class EvalOutcome:
-    """One evaluation's result: top-1 per fold, their mean and std, and where it is logged."""
-
-    run_id: str
-    uri: str
-    kind: str
-    dataset: str
-    protocol: str
-    pretrain_label: str
-    per_fold: dict[int, float]
-    mean: float
-    std: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def protocol_name(config: FinetuneExperiment) -> str:

@@ -21,17 +21,19 @@ from crisscross.datasets.samples import AudioClipSample, VideoClipSample
 from crisscross.platform.evaluation import (
     MODALITY,
     TITLES,
-    EvalError,
+    EvalOutcome,
     check_backbone,
     checked_tracking,
     labelled_set,
     log_fold,
+    need_both,
     open_eval_run,
     parse_folds,
     pretrained_weights,
+    split_masks,
     summarise,
+    usable_files,
 )
-from crisscross.platform.finetune import EvalOutcome
 from crisscross.platform.pretrain import connect_ray
 from crisscross.platform.sources import Pretrained
 from crisscross.trainers.features import backbone_clip_features
@@ -100,11 +102,9 @@ def _prepare(config: Any, *, source: str, folds: str, say: Callable[[str], None]
         pretrained = pretrained_weights(source, modality=modality, uri=uri, scratch=scratch)
     command = "probe" if isinstance(config, ProbeExperiment) else "svm"
     check_backbone(pretrained, config, modality=modality, command=command)
-    rows = manifest.usable().select(
-        ["path", "label", "duration", "fold", "fold1", "fold2", "fold3"]
-    )
+    rows = usable_files(manifest)
     connect_ray()
-    return chosen, uri, manifest, pretrained, rows.to_pylist()
+    return chosen, uri, manifest, pretrained, rows
 
 
 def run_svm(
@@ -143,9 +143,9 @@ def run_svm(
     settings = SvmSettings(s.c_grid, s.select_c, s.standardize, s.max_iter, config.run.seed)
     per_fold = {}
     for fold in chosen:
-        train = (fold_of != fold) & crops_ok & clips_ok
-        test = fold_of == fold
-        _need_both(train, test, fold)
+        train, test = split_masks(rows, "esc50", fold)
+        train &= crops_ok & clips_ok
+        need_both(train, test, fold, root=manifest.root)
         fit = fit_svm_fold(
             train_crops=crops[train],
             train_clips=clips[train],
@@ -219,9 +219,9 @@ def run_probe(
     labels = np.array([row["label"] for row in rows])
     per_fold, knn = {}, {}
     for fold in chosen:
-        train, test = _split_masks(rows, d.dataset, fold)
+        train, test = split_masks(rows, d.dataset, fold)
         train &= ok
-        _need_both(train, test, fold)
+        need_both(train, test, fold, root=manifest.root)
         predicted = logistic_probe(
             features[train],
             labels[train],
@@ -264,24 +264,6 @@ def run_probe(
         std,
         {"knn": knn, "knn_mean": knn_mean},
     )
-
-
-def _split_masks(
-    rows: list[dict[str, Any]], dataset: str, fold: int
-) -> tuple[np.ndarray, np.ndarray]:
-    if MODALITY[dataset] == "audio":
-        folds = np.array([row["fold"] for row in rows])
-        return folds != fold, folds == fold
-    member = np.array([row[f"fold{fold}"] for row in rows], dtype=object)
-    return member == "train", member == "test"
-
-
-def _need_both(train: np.ndarray, test: np.ndarray, fold: int) -> None:
-    if not train.any() or not test.any():
-        raise EvalError(
-            f"split {fold} has {int(train.sum())} usable training and {int(test.sum())} test "
-            "files; both must be non-empty"
-        )
 
 
 def _say_failures(rows: list[dict[str, Any]], ok: np.ndarray, say: Callable[[str], None]) -> None:

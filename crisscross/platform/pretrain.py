@@ -239,7 +239,7 @@ def _resumable(key: str) -> bool:
     return any(key.startswith(r) if r.endswith(".") else key == r for r in RESUMABLE)
 
 
-def _read_record(run_dir: str) -> dict[str, Any] | None:
+def read_record(run_dir: str) -> dict[str, Any] | None:
     fs, inner = resolve(join(run_dir, RUN_RECORD))
     if fs.get_file_info(inner).type == pafs.FileType.NotFound:
         return None
@@ -274,7 +274,7 @@ def open_run(
 ) -> tuple[str, dict[str, Any]]:
     """(MLflow run id, run record): the run recorded in the run folder, or a new one."""
     dumped = config.model_dump(by_alias=True, mode="json")
-    record = _read_record(run_dir)
+    record = read_record(run_dir)
     if record is not None:
         changed = _differences(record["config"], dumped)
         if changed:
@@ -460,7 +460,7 @@ def finish(
         if local:
             client.log_artifacts(run_id, best, "checkpoints/best")
     client.set_terminated(run_id, status="FINISHED")
-    record = (_read_record(run_dir) or {}) | {
+    record = (read_record(run_dir) or {}) | {
         "finished_step": int(state["step"]),
         "backbones": backbones,
     }

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from crisscross.config import ExperimentConfig, FinetuneExperiment, SvmExperiment, load_config
 from crisscross.datasets.synth import SynthSpec, synthesize
-from crisscross.platform.finetune import EvalOutcome, run_finetune
+from crisscross.platform.evaluation import EvalOutcome
+from crisscross.platform.finetune import run_finetune
 from crisscross.platform.frozen import run_svm
 from crisscross.platform.pretrain import Outcome, run_pretrain
 from crisscross.platform.report import write_report

@@ -3,7 +3,6 @@ folder (a Ray checkpoint holding state.pt, or a whole run folder), resolved to o
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from crisscross.models import (
     read_state_dict,
     submodule_state,
 )
-from crisscross.platform.pretrain import RUN_RECORD
+from crisscross.platform.pretrain import RUN_RECORD, read_record
 from crisscross.trainers.pretrain import BEST_DIR, STATE_FILE
 
 PREFIX = {"video": "vid", "audio": "aud"}
@@ -103,9 +102,7 @@ def _from_folder(source: str, path: Path, modality: str) -> Pretrained:
         raise WeightsError(
             f"{checkpoint / STATE_FILE}: not a crisscross pretraining checkpoint ({exc})"
         ) from None
-    record = {}
-    if (record_dir / RUN_RECORD).is_file():
-        record = json.loads((record_dir / RUN_RECORD).read_text())
+    record = read_record(str(record_dir)) or {}
     config = record.get("config", {})
     return Pretrained(
         state=submodule_state(model_state, f"{modality}."),

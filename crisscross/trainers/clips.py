@@ -40,7 +40,7 @@ def average_clip_softmax(logits_VCK: torch.Tensor) -> torch.Tensor:
 class ClipDataset(torch.utils.data.Dataset):
     """Samples of `rows` at `positions` of an epoch order, through a per-sample function.
 
-    A sample that fails to decode gives None (the collate function drops it and counts it).
+    A sample that fails to decode gives None (`collate_skipping_failures` drops and counts it).
     """
 
     def __init__(
@@ -65,15 +65,3 @@ class ClipDataset(torch.utils.data.Dataset):
             return self.sample(row, epoch=self.epoch, index=position)
         except (DecodeError, ValueError):
             return None
-
-
-def collate_clips(items: list[dict[str, np.ndarray] | None]) -> dict[str, torch.Tensor]:
-    """Stack the decoded samples; `failed` counts the ones that did not decode."""
-    kept = [item for item in items if item is not None]
-    batch = (
-        {key: torch.from_numpy(np.stack([item[key] for item in kept])) for key in kept[0]}
-        if kept
-        else {}
-    )
-    batch["failed"] = torch.tensor(len(items) - len(kept))
-    return batch

@@ -23,13 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from crisscross.config import FinetuneExperiment
+from crisscross.datasets.pipeline import collate_skipping_failures
 from crisscross.datasets.samples import VideoClipSample
 from crisscross.datasets.transforms import normalize
 from crisscross.models import Classifier, backbone_from_state
 from crisscross.trainers.clips import (
     ClipDataset,
     average_clip_softmax,
-    collate_clips,
     epoch_clips,
     worker_share,
 )
@@ -146,9 +146,10 @@ def train_epoch(
 ) -> tuple[float, float, float, float]:
     """One pass over the loader: (loss sum, correct, samples, failed samples) on this worker."""
     model.train()
-    loss_sum = correct = seen = failed = 0.0
+    sums = torch.zeros(2, device=device)  # loss sum, correct: on the device, read once at the end
+    seen = failed = 0
     for batch in loader:
-        failed += float(batch.pop("failed"))
+        failed += int(batch.pop("failed"))
         optimizer.zero_grad(set_to_none=True)
         if not batch:  # every sample failed: a zero loss keeps the gradient all-reduce in step
             loss = sum(p.sum() * 0.0 for p in model.parameters())
@@ -161,10 +162,12 @@ def train_epoch(
         loss = F.cross_entropy(logits, labels)
         loss.backward()
         optimizer.step()
-        loss_sum += float(loss.detach()) * len(labels)
-        correct += float((logits.argmax(dim=1) == labels).sum())
+        sums += torch.stack(
+            [loss.detach() * len(labels), (logits.argmax(dim=1) == labels).sum().float()]
+        )
         seen += len(labels)
-    return loss_sum, correct, seen, failed
+    loss_sum, correct = sums.tolist()
+    return loss_sum, correct, float(seen), float(failed)
 
 
 def _restore(core: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> FoldState:
@@ -259,7 +262,7 @@ def finetune_loop_per_worker(job: FinetuneJob) -> dict[str, Any]:
             ClipDataset(job.train_rows, order, positions, train_sample, epoch=epoch),
             batch_size=local_batch,
             num_workers=r.loader_workers,
-            collate_fn=collate_clips,
+            collate_fn=collate_skipping_failures,
         )
         lr = optimizer.param_groups[0]["lr"]
         sums = train_epoch(model, optimizer, loader, device=device)
@@ -277,8 +280,8 @@ def finetune_loop_per_worker(job: FinetuneJob) -> dict[str, Any]:
                 core, test_mine, test_sample, classes=job.classes, device=device
             )
             everything = _interleave(_gather_rows(probs, world), len(job.test_rows))
-            predicted = everything.nan_to_num(-1.0).argmax(dim=1)  # a failed video counts wrong
-            predicted[everything.isnan().any(dim=1)] = -1
+            predicted = everything.argmax(dim=1)
+            predicted[everything.isnan().any(dim=1)] = -1  # a failed video counts wrong
             fold.last = float((predicted == labels).float().mean())
             fold.predicted = predicted.tolist()
             if fold.last > fold.best:
