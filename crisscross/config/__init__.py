@@ -12,6 +12,7 @@ from crisscross.config.loading import (
     parse_yaml,
 )
 from crisscross.config.schema import (
+    AugmentConfig,
     DataConfig,
     ExperimentConfig,
     LossConfig,
@@ -24,6 +25,7 @@ from crisscross.config.schema import (
 
 __all__ = [
     "KINDS",
+    "AugmentConfig",
     "ConfigError",
     "DataConfig",
     "ExperimentConfig",

@@ -16,6 +16,11 @@ _SAYS_ITS_VALUE = {
     "backbone",
     "milestones",
     "empty_grid",
+    "scale_order",
+    "domain",
+    "final",
+    "empty_space",
+    "domain_form",
 }
 
 

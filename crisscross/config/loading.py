@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from crisscross.config.errors import ConfigError, Problem, problems_from, unknown_key_reason
 from crisscross.config.eval_schema import FinetuneExperiment, ProbeExperiment, SvmExperiment
 from crisscross.config.schema import ExperimentConfig, Section
+from crisscross.config.sweep_schema import SweepConfig
 
 C = TypeVar("C", bound=Section)
 # experiment kinds, named like the experiments/ folders that hold them
@@ -26,6 +27,7 @@ KINDS: dict[str, type[Section]] = {
     "finetune": FinetuneExperiment,
     "svm": SvmExperiment,
     "probe": ProbeExperiment,
+    "sweeps": SweepConfig,
 }
 
 

@@ -144,6 +144,48 @@ class DataConfig(Section):
     """FFmpeg threads per decode; 1 keeps many actors from oversubscribing the CPUs."""
 
 
+class AugmentConfig(Section):
+    """Pretraining augmentations (REFERENCE.md section 4); the defaults are the paper's."""
+
+    crop_min_area: float = Field(0.08, gt=0.0, le=1.0)
+    """Smallest area share of the random resized video crop (the largest is 1)."""
+    flip_p: float = Field(0.5, ge=0.0, le=1.0)
+    """Probability of a horizontal flip."""
+    jitter_strength: float = Field(1.0, ge=0.0, le=2.5)
+    """Scales the colour jitter (0.4, 0.4, 0.4, 0.2) of brightness, contrast, saturation, hue."""
+    jitter_p: float = Field(1.0, ge=0.0, le=1.0)
+    """Probability of the colour jitter."""
+    gray_p: float = Field(0.2, ge=0.0, le=1.0)
+    """Probability of grayscale."""
+    blur_p: float = Field(0.5, ge=0.0, le=1.0)
+    """Probability of the Gaussian blur (kernel 11, sigma 0.1 to 2)."""
+    cutout_max: int = Field(20, ge=0)
+    """Largest side of the cutout square, in pixels (0: no cutout)."""
+    volume_jitter: float = Field(0.2, ge=0.0, lt=1.0)
+    """Audio gain drawn from U(1 - this, 1 + this)."""
+    freq_masks: int = Field(2, ge=0)
+    """Frequency masks on the spectrogram."""
+    freq_mask_width: int = Field(10, ge=1)
+    """Frequency mask widths are drawn from [0, this) mel bins."""
+    time_masks: int = Field(2, ge=0)
+    """Time masks on the spectrogram."""
+    time_mask_width: int = Field(20, ge=1)
+    """Time mask widths are drawn from [0, this) frames."""
+    audio_crop_scale: Annotated[tuple[float, float], Field(strict=False)] = (0.6, 1.5)
+    """Range of each axis' scale in the spectrogram's random resized crop."""
+
+    @model_validator(mode="after")
+    def _scale_order(self) -> AugmentConfig:
+        low, high = self.audio_crop_scale
+        if not 0 < low <= high:
+            raise PydanticCustomError(
+                "scale_order",
+                "audio_crop_scale must be (low, high) with 0 < low <= high, got ({low}, {high})",
+                {"low": low, "high": high, "key": "audio_crop_scale"},
+            )
+        return self
+
+
 class OptimConfig(Section):
     batch_size: int = Field(2048, ge=1)
     """Global batch size, split evenly across workers."""
@@ -241,6 +283,7 @@ class ExperimentConfig(Section):
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     data: DataConfig = DataConfig()
+    augment: AugmentConfig = AugmentConfig()
     optim: OptimConfig = OptimConfig()
     run: RunConfig = RunConfig()
     tracking: TrackingConfig = TrackingConfig()

@@ -16,7 +16,13 @@ import torch
 
 from crisscross.datasets.decode import read_clip, read_npy_audio
 from crisscross.datasets.sampling import clip_starts, frame_times, pretext_windows
-from crisscross.datasets.transforms import AudioAugment, VideoAugment, eval_clip, log_mel
+from crisscross.datasets.transforms import (
+    AudioAugment,
+    AugmentStrength,
+    VideoAugment,
+    eval_clip,
+    log_mel,
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class ClipSpec:
     sampling: str = "overlapped"
     short_side: int = 128  # decode-time resize: the crop's canvas
     decode_threads: int = 1
+    augment: AugmentStrength = field(default_factory=AugmentStrength)  # augmentation knobs
 
     @property
     def video_seconds(self) -> float:
@@ -56,8 +63,10 @@ class PretextSample:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self.video_aug = VideoAugment(size=self.spec.crop_size)
-        self.audio_aug = AudioAugment(sample_rate=self.spec.sample_rate, n_mels=self.spec.n_mels)
+        self.video_aug = self.spec.augment.video(self.spec.crop_size)
+        self.audio_aug = self.spec.augment.audio(
+            sample_rate=self.spec.sample_rate, n_mels=self.spec.n_mels
+        )
 
     def __call__(self, row: Mapping[str, Any], *, epoch: int, index: int) -> dict[str, np.ndarray]:
         spec = self.spec

@@ -12,6 +12,7 @@ from crisscross import __version__
 from crisscross.platform.cli_config import config
 from crisscross.platform.cli_data import bench, manifest, prepare, synth
 from crisscross.platform.cli_eval import finetune, probe, report, svm
+from crisscross.platform.cli_sweep import sweep
 from crisscross.platform.cli_train import bench_train, pretrain, quickstart
 
 
@@ -37,6 +38,7 @@ for command in (
     prepare,
     pretrain,
     quickstart,
+    sweep,
     finetune,
     svm,
     probe,

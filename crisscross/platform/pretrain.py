@@ -7,12 +7,13 @@ the same command continues where it stopped, in the same MLflow run.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ class Outcome:
     backbones: dict[str, str]
     knn_before: dict[str, float]
     knn_after: dict[str, float]
+    trained: bool = True  # False: the run had already finished, nothing was trained now
 
 
 def absolute(path_or_uri: str) -> str:
@@ -192,6 +194,19 @@ def connect_ray() -> tuple[bool, str | None]:
     return not address, (f"http://{url}" if url and "://" not in url else url)
 
 
+def tracking_and_ray(config: ExperimentConfig, say: Callable[[str], None]) -> tuple[str, bool]:
+    """(the tracking URI, reachable; whether Ray is the embedded local one), or PretrainError."""
+    uri = tracking_uri(config)
+    try:
+        check_tracking(uri)
+    except TrackingError as exc:
+        raise PretrainError(str(exc)) from None
+    local, dashboard = connect_ray()
+    if dashboard:
+        say(f"Ray dashboard: {dashboard}")
+    return uri, local
+
+
 def check_resources(config: ExperimentConfig, *, local: bool, say: Callable[[str], None]) -> None:
     r = config.run
     total = ray.cluster_resources()
@@ -270,9 +285,16 @@ def git_commit() -> str:
 
 
 def open_run(
-    client: MlflowClient, config: ExperimentConfig, run_dir: str, digest: str, manifest: str
+    client: MlflowClient,
+    config: ExperimentConfig,
+    run_dir: str,
+    digest: str,
+    manifest: str,
+    *,
+    tags: Mapping[str, str] | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """(MLflow run id, run record): the run recorded in the run folder, or a new one."""
+    """(MLflow run id, run record): the run recorded in the run folder, or a new one with
+    `tags` besides the standard ones."""
     dumped = config.model_dump(by_alias=True, mode="json")
     record = read_record(run_dir)
     if record is not None:
@@ -311,7 +333,8 @@ def open_run(
             "manifest.sha256": digest,
             "manifest.path": manifest,
             "crisscross.run_dir": run_dir,
-        },
+        }
+        | dict(tags or {}),
     )
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "config.yaml"
@@ -322,32 +345,35 @@ def open_run(
     return run_id, {}
 
 
-def run_pretrain(config: ExperimentConfig, *, say: Callable[[str], None] = print) -> Outcome:
-    """Check, train, track; PretrainError for bad input, RunFailedError when training stops."""
+def run_pretrain(
+    config: ExperimentConfig,
+    *,
+    say: Callable[[str], None] = print,
+    monitor: tuple[MonitorSet, ...] | None = None,
+    tags: Mapping[str, str] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> Outcome:
+    """Check, train, track; PretrainError for bad input, RunFailedError when training stops.
+
+    A sweep's trial passes the monitor sets it prepared once, tags for its new MLflow run and
+    Ray Train callbacks (the one that reports to Tune)."""
     manifest = pretext_manifest(config, say)
     steps, usable, digest = steps_per_epoch(config, manifest)
-    sets = monitor_sets(config)
-    uri = tracking_uri(config)
-    try:
-        check_tracking(uri)
-    except TrackingError as exc:
-        raise PretrainError(str(exc)) from None
-    local, dashboard = connect_ray()
-    if dashboard:
-        say(f"Ray dashboard: {dashboard}")
+    sets = monitor_sets(config) if monitor is None else monitor
+    uri, local = tracking_and_ray(config, say)
     check_resources(config, local=local, say=say)
 
     storage = absolute(config.run.output_dir)
     run_dir = join(storage, config.run.name)
     client = MlflowClient(uri)
-    run_id, record = open_run(client, config, run_dir, digest, manifest)
+    run_id, record = open_run(client, config, run_dir, digest, manifest, tags=tags)
     resumed = bool(record)
     if record.get("finished_step") is not None:
         say(
             f"run '{config.run.name}' already finished at step {record['finished_step']} "
             f"(MLflow run {run_id}); nothing to do. Another run.name starts a new run."
         )
-        return outcome_of(client, run_id, uri, run_dir, record)
+        return dataclasses.replace(outcome_of(client, run_id, uri, run_dir, record), trained=False)
     say(
         f"run '{config.run.name}': {usable} clips, {steps} steps/epoch x {config.optim.epochs} "
         f"epochs, {config.run.workers} worker(s); MLflow run {run_id} "
@@ -369,6 +395,7 @@ def run_pretrain(config: ExperimentConfig, *, say: Callable[[str], None] = print
         name=r.name,
         storage=storage,
         keep_checkpoints=r.keep_checkpoints,
+        callbacks=callbacks,
     )
     try:
         result = trainer.fit()
@@ -399,9 +426,10 @@ def torch_trainer(
     name: str,
     storage: str,
     keep_checkpoints: int,
+    callbacks: Sequence[Any] = (),
 ) -> TorchTrainer:
     """A TorchTrainer running `loop` on {"job": job} with the `run` section's workers, CPUs,
-    GPUs and restarts; checkpoints under `storage`/`name`."""
+    GPUs and restarts; checkpoints under `storage`/`name`; Ray Train `callbacks`."""
     resources = {"CPU": run.cpus_per_worker} | ({"GPU": 1} if run.use_gpu else {})
     return TorchTrainer(
         loop,
@@ -415,6 +443,7 @@ def torch_trainer(
             failure_config=ray.train.FailureConfig(max_failures=run.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep_checkpoints),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # no per-report lines
+            callbacks=list(callbacks) or None,
         ),
     )
 

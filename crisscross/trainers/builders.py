@@ -5,6 +5,7 @@ from __future__ import annotations
 from crisscross.config import ExperimentConfig
 from crisscross.datasets.pipeline import DecodeResources
 from crisscross.datasets.samples import ClipSpec
+from crisscross.datasets.transforms import AugmentStrength
 from crisscross.models import CrissCross, LossWeights, create_backbone
 
 
@@ -48,6 +49,7 @@ def clip_spec(config: ExperimentConfig) -> ClipSpec:
         sampling=d.sampling,
         short_side=d.short_side,
         decode_threads=d.decode_threads,
+        augment=AugmentStrength(**config.augment.model_dump()),
     )
 
 

@@ -19,8 +19,8 @@ BAD = {
     ),
     "unknown_section": (
         "solver:\n  lr: 1\n",
-        "solver: unknown key; valid keys at the top level: model, loss, data, optim, run, tracking, "
-        "monitor",
+        "solver: unknown key; valid keys at the top level: model, loss, data, augment, optim, run, "
+        "tracking, monitor",
     ),
     "wrong_type": ("optim:\n  lr: fast\n", "optim.lr: Input should be a valid number (got 'fast')"),
     "negative_lr": ("optim:\n  lr: -0.1\n", "optim.lr: Input should be greater than 0 (got -0.1)"),

@@ -1,0 +1,174 @@
+"""One sweep trial: a Ray Train pretraining started from a Tune trial, and what Tune hears of it.
+
+Tune runs `run_trial` once per configuration; it builds the trial's config through the one
+override path and calls `run_pretrain`, whose TorchTrainer forwards every epoch that carries the
+monitor's accuracy to Tune (`ScoreReport`). `TrialLedger` (a Tune callback in the sweep's driver)
+writes each trial's end to disk and closes its MLflow run with the status and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from crisscross.config import ExperimentConfig, apply_overrides
+from crisscross.platform.pretrain import read_record, run_pretrain
+from crisscross.trainers.monitor import MonitorSet
+
+SCORE = "score"  # the key Tune ranks trials by: the sweep's search.metric
+LEDGER = "ledger"  # <sweep folder>/ledger/<trial id>.json: how each trial ended
+
+
+def selection_score(metrics: dict[str, Any], metric: str) -> float | None:
+    """`metric` from one epoch's metrics; "knn/mean" is the mean of the kNN figures present."""
+    prefix, _, what = metric.partition("/")
+    if what != "mean":
+        value = metrics.get(metric)
+        return None if value is None else float(value)
+    found = [float(v) for k, v in metrics.items() if k.startswith(prefix + "/")]
+    return sum(found) / len(found) if found else None
+
+
+class ScoreReport(TuneReportCallback):
+    """Forwards to Tune only the epoch ends that carry the monitor's accuracy, with `score`."""
+
+    def __init__(self, metric: str) -> None:
+        super().__init__()
+        self.metric = metric
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any):
+        score = selection_score(metrics[0], self.metric) if metrics else None
+        if score is None or "epoch" not in metrics[0]:
+            return
+        super().after_report(run_context, [metrics[0] | {SCORE: score}], checkpoint)
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """What every trial shares, resolved once by the sweep's driver."""
+
+    base: dict[str, Any]  # ExperimentConfig dump: the base experiment with the fixed overrides
+    sweep: str
+    runs_dir: str  # the trials' run folders: <runs_dir>/<sweep>-<trial id>
+    parent_run_id: str
+    metric: str
+    monitor_sets: tuple[MonitorSet, ...]
+
+
+def trial_config(job: TrialJob, params: dict[str, Any], trial_id: str) -> ExperimentConfig:
+    """The base experiment with the trial's values, run folder and run name."""
+    base = ExperimentConfig.model_validate(job.base)
+    where = {"run.name": f"{job.sweep}-{trial_id}", "run.output_dir": job.runs_dir}
+    return apply_overrides(base, dict(params) | where)
+
+
+def run_trial(params: dict[str, Any], job: TrialJob) -> None:
+    """Tune's trainable: pretrain with `params`; a resumed sweep continues the same run."""
+    trial_id = tune.get_context().get_trial_id()
+    config = trial_config(job, params, trial_id)
+
+    def say(text: str) -> None:
+        print(f"[{config.run.name}] {text}", flush=True)
+
+    outcome = run_pretrain(
+        config,
+        say=say,
+        monitor=job.monitor_sets,
+        tags={
+            "mlflow.parentRunId": job.parent_run_id,
+            "crisscross.sweep": job.sweep,
+            "crisscross.trial_id": trial_id,
+            "crisscross.searched": ", ".join(sorted(params)),
+        },
+        callbacks=[ScoreReport(job.metric)],
+    )
+    if not outcome.trained:  # finished before an interruption Tune did not see: report it
+        score = selection_score(outcome.knn_after | outcome.metrics, job.metric)
+        if score is not None:
+            tune.report({SCORE: score, "epoch": config.optim.epochs})
+
+
+@dataclass(frozen=True)
+class TrialEnd:
+    trial_id: str
+    status: str  # finished | stopped | failed
+    reason: str
+    epoch: int
+    score: float | None
+
+
+class TrialLedger(tune.Callback):
+    """Writes how each trial ended to <folder>/ledger/ and closes its MLflow run to match.
+
+    It keeps no state in memory, so the copy Tune restores on --resume works the same."""
+
+    def __init__(
+        self, *, folder: str, runs_dir: str, sweep: str, epochs: int, uri: str, metric: str
+    ) -> None:
+        self.folder, self.runs_dir, self.sweep = folder, runs_dir, sweep
+        self.epochs, self.uri, self.metric = epochs, uri, metric
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last = trial.last_result or {}
+        epoch = int(last.get("epoch", 0))
+        epochs = int(trial.config.get("optim.epochs", self.epochs))
+        score = last.get(SCORE)
+        if epoch >= epochs:
+            end = TrialEnd(trial.trial_id, "finished", f"completed {epochs} epochs", epoch, score)
+        else:
+            reason = f"stopped early by ASHA after epoch {epoch}" + (
+                f" ({self.metric} {score:.3f})" if score is not None else ""
+            )
+            end = TrialEnd(trial.trial_id, "stopped", reason, epoch, score)
+        self._record(end, status="FINISHED" if end.status == "finished" else "KILLED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        last = trial.last_result or {}
+        end = TrialEnd(
+            trial.trial_id,
+            "failed",
+            error_line(trial),
+            int(last.get("epoch", 0)),
+            last.get(SCORE),
+        )
+        self._record(end, status="FAILED")
+
+    def _record(self, end: TrialEnd, *, status: str) -> None:
+        path = Path(self.folder) / LEDGER / f"{end.trial_id}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(end.__dict__, default=_plain))
+        close_child_run(self, end.trial_id, status=status, reason=end.reason)
+
+
+def close_child_run(ledger: TrialLedger, trial_id: str, *, status: str, reason: str) -> None:
+    """Set the trial's MLflow run to `status` with its stop reason (when the run exists)."""
+    record = read_record(f"{ledger.runs_dir}/{ledger.sweep}-{trial_id}")
+    if record is None:
+        return
+    client = MlflowClient(ledger.uri)
+    run_id = record["mlflow_run_id"]
+    client.set_tag(run_id, "crisscross.stop_reason", reason[:5000])
+    if client.get_run(run_id).info.status != "FINISHED" or status == "FINISHED":
+        client.set_terminated(run_id, status=status)
+
+
+def error_line(trial: Any) -> str:
+    """The last line of a failed trial's error: the message our code raised."""
+    path = getattr(trial, "error_file", None) or ""
+    try:
+        text = Path(path).read_text().strip() if path else ""
+    except OSError:
+        text = ""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1][:2000] if lines else "failed (no error message recorded)"
+
+
+def _plain(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else str(value)

@@ -1,0 +1,301 @@
+"""Sweep files: validation before anything runs, the search space, concurrency, selection."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from crisscross.config import ConfigError, load_config
+from crisscross.config.sweep_schema import Domain, SweepConfig
+from crisscross.platform.sweep import SweepError, concurrency, tune_domain
+from crisscross.platform.sweep_plan import plan_sweep
+from crisscross.platform.sweep_results import (
+    TrialRow,
+    best_trial,
+    plot_heatmap,
+    plot_parallel,
+    write_best,
+    write_table,
+)
+from crisscross.platform.sweep_trial import selection_score
+
+REPO = Path(__file__).resolve().parents[2]
+QUICKSTART = REPO / "experiments" / "pretext" / "quickstart.yaml"
+MONITORED = "set:\n  monitor.video_root: /data/ucf101\n  monitor.audio_root: /data/esc50\n"
+
+
+def sweep_file(tmp_path: Path, body: str, *, monitored: bool = True) -> Path:
+    path = tmp_path / "sweep.yaml"
+    text = f"name: s\nbase: {QUICKSTART}\noutput_dir: {tmp_path / 'out'}\n"
+    path.write_text(text + (MONITORED if monitored else "") + body)
+    return path
+
+
+def problems(path: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        plan_sweep(path)
+    return str(info.value)
+
+
+def test_shipped_sweeps_validate():
+    roots = {"data.root": "/d/ks", "monitor.video_root": "/d/ucf", "monitor.audio_root": "/d/esc"}
+    for path in sorted((REPO / "experiments" / "sweeps").glob("*.yaml")):
+        plan = plan_sweep(path, roots)
+        assert plan.sweep.space, path
+
+
+def test_paper_sweep_is_the_recipe_with_a_weight_grid_and_final_evaluations():
+    roots = {"data.root": "/d/ks", "monitor.video_root": "/d/ucf", "monitor.audio_root": "/d/esc"}
+    plan = plan_sweep(REPO / "experiments" / "sweeps" / "kinetics_sound_loss_weights.yaml", roots)
+    assert plan.base.model.video_width == 64 and plan.base.optim.batch_size == 2048
+    assert (
+        len(plan.sweep.space["loss.w_sync"].grid) * len(plan.sweep.space["loss.w_async"].grid) == 16
+    )
+    assert plan.finals["svm"].data.root == "/d/esc"  # the monitor's sets of the same datasets
+    assert plan.finals["finetune"].data.root == "/d/ucf"
+
+
+def test_tiny_sweep_is_four_trials_of_w_sync_by_w_async_on_synthetic_data():
+    plan = plan_sweep(REPO / "experiments" / "sweeps" / "tiny.yaml")
+    grid = {k: d.grid for k, d in plan.sweep.space.items()}
+    assert grid == {"loss.w_sync": [0.5, 1.0], "loss.w_async": [0.5, 1.0]}
+    assert plan.sweep.search.num_samples == 1 and plan.sweep.synthetic
+    assert plan.base.model.video_width == 8  # the quickstart's tiny model
+    assert plan.base.data.root.endswith("synthetic/data/kinetics_sound")
+    assert plan.finals["svm"].data.root.endswith("synthetic/data/esc50")
+
+
+def test_unknown_search_key_lists_the_valid_keys(tmp_path):
+    text = problems(sweep_file(tmp_path, "space:\n  loss.w_synk: {grid: [0.5, 1.0]}\n"))
+    assert "space.loss.w_synk" in text
+    assert "did you mean 'w_sync'" in text
+    assert "valid keys under 'loss': w_video, w_audio, w_sync, w_async, intra, sync, async" in text
+
+
+def test_empty_space_is_refused(tmp_path):
+    text = problems(sweep_file(tmp_path, "space: {}\n"))
+    assert "the search space is empty" in text and "loss.w_sync" in text
+
+
+def test_values_out_of_range_name_the_key(tmp_path):
+    text = problems(sweep_file(tmp_path, "space:\n  loss.w_sync: {grid: [1.0, -1.0]}\n"))
+    assert "space.loss.w_sync" in text and "greater than or equal to 0" in text
+    text = problems(
+        sweep_file(
+            tmp_path,
+            "search: {algorithm: random}\nspace:\n  augment.flip_p: {uniform: [0.0, 1.5]}\n",
+        )
+    )
+    assert "space.augment.flip_p" in text and "less than or equal to 1" in text
+
+
+def test_a_grid_point_no_trial_could_run_is_found_before_the_sweep(tmp_path):
+    body = (  # each value alone is fine; both weights 0 at once leave no loss
+        "  loss.intra: false\n"
+        "space:\n  loss.w_sync: {grid: [0.0, 1.0]}\n  loss.w_async: {grid: [0.0, 1.0]}\n"
+    )
+    text = problems(sweep_file(tmp_path, body))
+    assert "the grid point loss.w_sync=0.0, loss.w_async=0.0 is invalid" in text
+    assert "every enabled loss term has weight 0" in text
+
+
+def test_how_trials_run_is_not_searchable(tmp_path):
+    text = problems(sweep_file(tmp_path, "space:\n  run.workers: {grid: [1, 2]}\n"))
+    assert "space.run.workers" in text and "set it under `set:`" in text
+
+
+def test_algorithm_and_domain_forms_must_agree(tmp_path):
+    text = problems(sweep_file(tmp_path, "space:\n  optim.lr: {loguniform: [1.0e-4, 1.0e-2]}\n"))
+    assert "search.algorithm grid cannot use optim.lr" in text
+    body = "search: {algorithm: optuna}\nspace:\n  loss.w_sync: {grid: [0.5, 1.0]}\n"
+    assert "write choice: [...] instead of grid" in problems(sweep_file(tmp_path, body))
+    body = "search: {algorithm: random}\nspace:\n  optim.lr: {uniform: [0.1, 0.2], choice: [1]}\n"
+    assert "give exactly one of grid, choice, uniform, loguniform, randint" in problems(
+        sweep_file(tmp_path, body)
+    )
+
+
+def test_the_metric_needs_the_monitor(tmp_path):
+    text = problems(sweep_file(tmp_path, "space:\n  loss.w_sync: {grid: [0.5]}\n", monitored=False))
+    assert "search.metric: knn/mean comes from the online monitor" in text
+    assert "monitor.video_root or monitor.audio_root is not set" in text
+    assert "never on the pretext loss" in text
+
+
+def test_a_missing_base_names_the_file(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text("name: s\nbase: nowhere.yaml\nspace:\n  loss.w_sync: {grid: [0.5]}\n")
+    assert "base: nowhere.yaml: no such experiment file" in problems(path)
+
+
+def test_randint_includes_both_ends_and_choice_draws_listed_values():
+    drawn = set(tune_domain(Domain(randint=(1, 3))).sample(size=300))
+    assert drawn == {1, 2, 3}
+    assert set(tune_domain(Domain(choice=["adjacent", "random"])).sample(size=50)) == {
+        "adjacent",
+        "random",
+    }
+
+
+def test_selection_score_is_downstream_accuracy():
+    metrics = {"knn/video": 0.5, "knn/audio": 1.0, "epoch/loss": -0.9, "epoch": 2}
+    assert selection_score(metrics, "knn/mean") == pytest.approx(0.75)
+    assert selection_score(metrics, "knn/video") == 0.5
+    assert selection_score({"epoch/loss": -0.9}, "knn/mean") is None
+    assert selection_score(metrics, "probe/video") is None
+
+
+def test_concurrency_follows_the_cluster_and_refuses_what_no_node_holds(local_ray, tmp_path):
+    base = plan_sweep(sweep_file(tmp_path, "space:\n  loss.w_sync: {grid: [0.5]}\n")).base
+    notes: list[str] = []
+    one_cpu = base.model_copy(
+        update={"run": base.run.model_copy(update={"workers": 1, "cpus_per_worker": 0.5})}
+    )
+    assert concurrency(one_cpu, None, local=True, say=notes.append) == 2
+    assert concurrency(one_cpu, 5, local=True, say=notes.append) == 2
+    assert "search.max_concurrent_trials 5 lowered to 2" in notes[-1]
+    assert concurrency(one_cpu, 1, local=True, say=notes.append) == 1
+    big = base.model_copy(update={"run": base.run.model_copy(update={"cpus_per_worker": 3.0})})
+    with pytest.raises(SweepError, match=r"training worker asks for 3 CPU, which no node has"):
+        concurrency(big, None, local=True, say=notes.append)
+    many = base.model_copy(update={"run": base.run.model_copy(update={"workers": 4})})
+    with pytest.raises(SweepError, match=r"one trial needs 4 CPUs .* this Ray cluster has 2 CPUs"):
+        concurrency(many, None, local=True, say=notes.append)
+    assert concurrency(many, None, local=False, say=notes.append) == 1  # an autoscaler may add
+    assert "waiting for the autoscaler" in notes[-1]
+
+
+def rows() -> list[TrialRow]:
+    def row(i, status, score, sync, asyn):
+        params = {"loss.w_sync": sync, "loss.w_async": asyn}
+        return TrialRow(f"t{i}", f"s-t{i}", params, status, status, 3, score, f"run{i}")
+
+    return [
+        row(0, "finished", 0.70, 0.5, 0.5),
+        row(1, "finished", 0.80, 0.5, 1.0),
+        row(2, "stopped", 0.95, 1.0, 0.5),  # higher, but judged on fewer epochs
+        row(3, "failed", None, 1.0, 1.0),
+    ]
+
+
+def test_best_trial_prefers_finished_trials_then_the_final_evaluation():
+    trials = rows()
+    assert best_trial(trials).trial_id == "t1"
+    trials[0].final["svm"] = 0.9
+    trials[1].final["svm"] = 0.6
+    assert best_trial(trials).trial_id == "t0"
+
+
+def test_best_yaml_runs_as_a_pretraining_experiment(tmp_path):
+    plan = plan_sweep(sweep_file(tmp_path, "space:\n  loss.w_sync: {grid: [0.5, 1.0]}\n"))
+    path = write_best(plan, rows()[1], tmp_path / "best.yaml")
+    config = load_config(path)
+    assert (config.loss.w_sync, config.loss.w_async) == (0.5, 1.0)
+    assert config.run.name == "s-best"
+    assert config.monitor.video_root == "/data/ucf101"
+    assert config.model == plan.base.model and config.optim == plan.base.optim
+    assert "# Run it: crisscross pretrain" in path.read_text()
+
+
+def test_table_and_plots_hold_every_trial(tmp_path):
+    plan = plan_sweep(
+        sweep_file(
+            tmp_path,
+            "space:\n  loss.w_sync: {grid: [0.5, 1.0]}\n  loss.w_async: {grid: [0.5, 1.0]}\n",
+        )
+    )
+    trials = rows()
+    table = list(csv.DictReader(write_table(trials, tmp_path / "t.csv", "knn/mean").open()))
+    assert [r["status"] for r in table] == ["finished", "finished", "stopped", "failed"]
+    assert table[1]["knn/mean"] == "0.8000" and table[3]["knn/mean"] == ""
+    assert table[2]["loss.w_sync"] == "1.0" and table[0]["mlflow_run"] == "run0"
+    for plot in (plot_heatmap, plot_parallel):
+        path = plot(plan, trials, tmp_path / f"{plot.__name__}.png")
+        assert path.read_bytes()[:4] == b"\x89PNG"
+    assert plot_heatmap(plan, [trials[3]], tmp_path / "none.png") is None
+
+
+def test_sweep_kind_is_validated_by_config_validate(run_cli, tmp_path):
+    path = tmp_path / "sweeps" / "bad.yaml"
+    path.parent.mkdir()
+    path.write_text("name: s\nbase: x.yaml\nspace: {}\n")
+    result = run_cli("config", "validate", str(path))
+    assert result.exit_code == 2
+    assert "the search space is empty" in result.output
+    assert SweepConfig.model_fields["fixed"].alias == "set"
+
+
+def test_only_epoch_ends_with_the_metric_reach_tune(monkeypatch):
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from crisscross.platform.sweep_trial import ScoreReport
+
+    sent = []
+    monkeypatch.setattr(
+        TuneReportCallback, "after_report", lambda self, ctx, metrics, ckpt: sent.append(metrics)
+    )
+    report = ScoreReport.__new__(ScoreReport)  # no Tune session here; only the filter is tested
+    report.metric = "knn/mean"
+    report.after_report(None, [{"step": 5, "loss": -0.3}], None)  # mid-epoch checkpoint
+    report.after_report(None, [{"epoch": 1, "epoch/loss": -0.3}], None)  # monitor not run
+    report.after_report(None, [{"epoch": 2, "knn/video": 0.5, "knn/audio": 0.75}], None)
+    assert sent == [[{"epoch": 2, "knn/video": 0.5, "knn/audio": 0.75, "score": 0.625}]]
+
+
+def test_a_trial_is_the_base_with_its_values_in_its_own_run_folder(tmp_path):
+    from crisscross.platform.sweep_trial import TrialJob, trial_config
+
+    plan = plan_sweep(sweep_file(tmp_path, "space:\n  loss.w_sync: {grid: [0.5]}\n"))
+    job = TrialJob(
+        plan.base.model_dump(by_alias=True), "s", "/runs/s/pretraining", "p", "knn/mean", ()
+    )
+    config = trial_config(job, {"loss.w_sync": 0.25, "data.sampling": "adjacent"}, "ab_00001")
+    assert (config.loss.w_sync, config.data.sampling) == (0.25, "adjacent")
+    assert (config.run.name, config.run.output_dir) == ("s-ab_00001", "/runs/s/pretraining")
+    assert config.model == plan.base.model and config.monitor == plan.base.monitor
+
+
+@pytest.mark.parametrize("algorithm", ["random", "optuna"])
+def test_random_and_optuna_draw_inside_the_domains(local_ray, tmp_path, algorithm):
+    """Our space and search algorithm run in Ray Tune (a stand-in trainable reporting the score
+    per epoch), every drawn value inside its domain, at most the allowed trials at once."""
+    from ray import tune
+
+    from crisscross.platform.sweep import param_space, scheduler, search_algorithm
+
+    body = (
+        f"search: {{algorithm: {algorithm}, num_samples: 6, seed: 3}}\n"
+        "space:\n"
+        "  optim.lr: {loguniform: [1.0e-4, 1.0e-2]}\n"
+        "  loss.w_async: {uniform: [0.0, 2.0]}\n"
+        "  data.sampling: {choice: [overlapped, adjacent]}\n"
+        "  optim.repeats_per_epoch: {randint: [1, 3]}\n"
+    )
+    sweep = plan_sweep(sweep_file(tmp_path, body)).sweep
+
+    def trainable(params):
+        for epoch in (1, 2):
+            tune.report({"epoch": epoch, "score": params["loss.w_async"] * epoch})
+
+    results = tune.Tuner(
+        trainable,
+        param_space=param_space(sweep),
+        tune_config=tune.TuneConfig(
+            metric="score",
+            mode="max",
+            search_alg=search_algorithm(sweep, 2),
+            scheduler=scheduler(sweep, 2),
+            num_samples=sweep.search.num_samples,
+        ),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "tune"), verbose=0),
+    ).fit()
+    drawn = [r.config for r in results]
+    assert len(drawn) == 6 and not any(r.error for r in results)
+    for params in drawn:
+        assert 1e-4 <= params["optim.lr"] <= 1e-2
+        assert 0.0 <= params["loss.w_async"] <= 2.0
+        assert params["data.sampling"] in ("overlapped", "adjacent")
+        assert params["optim.repeats_per_epoch"] in (1, 2, 3)
+    assert len({p["optim.lr"] for p in drawn}) == 6  # drawn, not repeated
