@@ -1,7 +1,8 @@
 """`crisscross sweep experiments/sweeps/tiny.yaml` end to end, interrupted and resumed.
 
-The sweep runs in its own process (as a user runs it, with its own local Ray), is stopped with
-Ctrl-C once a trial has finished, and is continued with --resume; about 5 minutes on 2 cores.
+The sweep starts in its own process (as a user runs it, with its own local Ray) and is stopped
+with Ctrl-C once a trial has finished; it is continued with --resume, then resumed once more
+after it finished (both in this process, on the session's 2-CPU Ray). About 5 minutes.
 """
 
 from __future__ import annotations
@@ -24,18 +25,36 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "experiments" / "sweeps" / "tiny.yaml"
 
 
-def sweep_command(sweep: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "crisscross", "sweep", str(sweep), *extra]
-
-
 def ledger(folder: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in (folder / "ledger").glob("*.json")}
 
 
+def interrupted_after_a_finished_trial(sweep: Path, work: Path) -> tuple[int, str]:
+    """Run the sweep in a child process; SIGINT (Ctrl-C) it once a trial has finished."""
+    folder = work / "sweeps" / "tiny"
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    command = [sys.executable, "-m", "crisscross", "sweep", str(sweep)]
+    with (work / "first.log").open("w") as log:
+        child = subprocess.Popen(command, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and child.poll() is None:
+            if any(end["status"] == "finished" for end in ledger(folder).values()):
+                break
+            time.sleep(2)
+        assert child.poll() is None, (work / "first.log").read_text()[-3000:]
+        child.send_signal(signal.SIGINT)  # Tune saves its state and stops
+        child.wait(timeout=180)
+    return child.returncode, (work / "first.log").read_text()
+
+
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
+def swept(local_ray, tmp_path_factory):
     """The tiny sweep (paths made absolute), interrupted after its first finished trial, then
-    resumed; what each phase printed and what the interruption left."""
+    resumed, then resumed again; what each phase printed and what the interruption left."""
+    from click.testing import CliRunner
+
+    from crisscross.platform.cli import cli
+
     work = tmp_path_factory.mktemp("sweep")
     spec = yaml.safe_load(TINY.read_text())
     spec["base"] = str(TINY.parent / spec["base"])
@@ -44,20 +63,7 @@ def swept(tmp_path_factory):
     sweep = work / "tiny.yaml"
     sweep.write_text(yaml.safe_dump(spec, sort_keys=False))
     folder = work / "sweeps" / "tiny"
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    log = (work / "first.log").open("w")
-    first = subprocess.Popen(
-        sweep_command(sweep), cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and first.poll() is None:
-        if any(end["status"] == "finished" for end in ledger(folder).values()):
-            break
-        time.sleep(2)
-    assert first.poll() is None, (work / "first.log").read_text()[-3000:]
-    first.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves its state and stops
-    first.wait(timeout=180)
-    log.close()
+    first = interrupted_after_a_finished_trial(sweep, work)
     before = ledger(folder)
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
     kept = {}
@@ -66,36 +72,23 @@ def swept(tmp_path_factory):
         if before.get(trial, {}).get("status") == "finished":
             losses = client.get_metric_history(run.info.run_id, "loss")
             kept[trial] = (run.info.run_id, run.info.end_time, len(losses))
-    second = subprocess.run(
-        sweep_command(sweep, "--resume"),
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    svm_runs = len(
-        client.search_runs(
-            [client.get_run(parent_id(folder)).info.experiment_id], "tags.`crisscross.eval` = 'svm'"
-        )
-    )
-    third = subprocess.run(
-        sweep_command(sweep, "--resume"),
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    runner = CliRunner()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)  # the embedded MLflow store is ./mlflow.db
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        second = runner.invoke(cli, ["sweep", str(sweep), "--resume"], catch_exceptions=False)
+        exp = client.get_run(parent_id(folder)).info.experiment_id
+        svm_runs = len(client.search_runs([exp], "tags.`crisscross.eval` = 'svm'"))
+        third = runner.invoke(cli, ["sweep", str(sweep), "--resume"], catch_exceptions=False)
     return {
         "work": work,
-        "third": third,
-        "svm_runs": svm_runs,
         "folder": folder,
-        "first": (first.returncode, (work / "first.log").read_text()),
+        "first": first,
         "before": before,
         "kept": kept,
         "second": second,
+        "third": third,
+        "svm_runs": svm_runs,
         "client": client,
     }
 
@@ -118,7 +111,7 @@ def test_interrupted_sweep_says_how_to_resume(swept):
 
 def test_resume_finishes_without_rerunning_finished_trials(swept):
     second, client = swept["second"], swept["client"]
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert second.exit_code == 0, second.output[-3000:]
     runs = children(client, parent_id(swept["folder"]))
     by_trial = {r.data.tags["crisscross.trial_id"]: r for r in runs}
     assert len(runs) == len(by_trial) == 4  # one MLflow run per trial, resumed ones included
@@ -127,7 +120,7 @@ def test_resume_finishes_without_rerunning_finished_trials(swept):
         run = by_trial[trial]
         assert run.info.run_id == run_id
         assert run.info.end_time == end_time  # not run again
-        assert len(client.get_metric_history(run_id, "loss")) == logged == 8  # 2 epochs x 4
+        assert len(client.get_metric_history(run_id, "loss")) == logged == 4  # 2 epochs x 2
     for run in runs:  # interrupted trials continued in their own run, no step logged twice
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
         assert len(steps) == len(set(steps)), run.data.tags["crisscross.trial_id"]
@@ -189,11 +182,11 @@ def test_final_svm_ran_on_the_finished_trials_and_chose_the_best(swept):
 
 def test_resuming_a_finished_sweep_runs_nothing(swept):
     third, client, folder = swept["third"], swept["client"], swept["folder"]
-    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
-    assert "already finished; nothing to run" in third.stdout
+    assert third.exit_code == 0, third.output[-3000:]
+    assert "already finished; nothing to run" in third.output
     parent = client.get_run(parent_id(folder))
     assert parent.info.status == "FINISHED"
     assert len(children(client, parent.info.run_id)) == 4
     exp = parent.info.experiment_id
     assert len(client.search_runs([exp], "tags.`crisscross.eval` = 'svm'")) == swept["svm_runs"]
-    assert f"best: {parent.data.tags['crisscross.best_trial']} " in third.stdout
+    assert f"best: {parent.data.tags['crisscross.best_trial']} " in third.output
