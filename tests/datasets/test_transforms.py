@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -104,3 +106,20 @@ def test_separable_blur_matches_torchvision():
 
     x = torch.rand(2, 3, 30, 40) * 255
     assert (_blur(x, 11, 1.3) - TF.gaussian_blur(x, [11, 11], [1.3, 1.3])).abs().max() < 1e-3
+
+
+def test_augment_strength_defaults_are_the_papers_and_scale_as_configured():
+    from crisscross.config import load_config
+    from crisscross.datasets.transforms import AugmentStrength
+    from crisscross.trainers.builders import clip_spec
+
+    assert AugmentStrength().video(112) == VideoAugment(size=112)
+    assert AugmentStrength().audio(sample_rate=16000, n_mels=80) == AudioAugment()
+    config = load_config(
+        Path(__file__).resolve().parents[2] / "experiments" / "pretext" / "quickstart.yaml",
+        {"augment.jitter_strength": 0.5, "augment.blur_p": 0.0, "augment.volume_jitter": 0.1},
+    )
+    spec = clip_spec(config)
+    video = spec.augment.video(spec.crop_size)
+    assert video.jitter == pytest.approx((0.2, 0.2, 0.2, 0.1)) and video.blur_p == 0.0
+    assert spec.augment.audio(sample_rate=16000, n_mels=80).volume == pytest.approx((0.9, 1.1))
