@@ -207,12 +207,17 @@ def tracking_and_ray(config: ExperimentConfig, say: Callable[[str], None]) -> tu
     return uri, local
 
 
+def cpu_request(config: ExperimentConfig) -> tuple[float, float]:
+    """(training CPUs, decoding CPUs) a pretraining holds: workers, and their decode actors."""
+    r, d = config.run, config.data
+    return r.workers * r.cpus_per_worker, r.workers * d.decode_workers * d.decode_cpus
+
+
 def check_resources(config: ExperimentConfig, *, local: bool, say: Callable[[str], None]) -> None:
     r = config.run
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
-    train_cpus = r.workers * r.cpus_per_worker
-    decode_cpus = r.workers * config.data.decode_workers * config.data.decode_cpus
+    train_cpus, decode_cpus = cpu_request(config)
     problems = []
     if train_cpus > cpus:
         problems.append(

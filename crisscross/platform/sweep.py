@@ -26,6 +26,7 @@ from crisscross.config import ExperimentConfig, apply_overrides
 from crisscross.config.sweep_schema import Domain, SweepConfig
 from crisscross.platform.pretrain import (
     PretrainError,
+    cpu_request,
     monitor_sets,
     pretext_manifest,
     steps_per_epoch,
@@ -64,8 +65,7 @@ def trial_request(config: ExperimentConfig) -> tuple[float, float, list[dict[str
     r, d = config.run, config.data
     worker = {"CPU": r.cpus_per_worker} | ({"GPU": 1.0} if r.use_gpu else {})
     decode = {"CPU": d.decode_cpus}
-    cpus = r.workers * (r.cpus_per_worker + d.decode_workers * d.decode_cpus)
-    return cpus, float(r.workers if r.use_gpu else 0), [worker, decode]
+    return sum(cpu_request(config)), float(r.workers if r.use_gpu else 0), [worker, decode]
 
 
 def concurrency(
@@ -223,10 +223,10 @@ def prepare(plan: SweepPlan, *, resume: bool, say: Callable[[str], None]) -> Sta
     """Synthesise (if asked), build the manifests, check tracking and the cluster, open the
     parent run; SweepError for anything that would stop a trial."""
     config = plan.base
-    if plan.sweep.synthetic:
+    if plan.synthetic is not None:
         from crisscross.platform.quickstart import synthesize_sets
 
-        synthesize_sets(Path(config.data.root or "").parents[1], say)
+        synthesize_sets(plan.synthetic, say)
     manifest = pretext_manifest(config, say)
     steps_per_epoch(config, manifest)
     sets = monitor_sets(config)

@@ -44,14 +44,15 @@ FIXED_KEYS = (
 
 @dataclass(frozen=True)
 class SweepPlan:
-    """A validated sweep: the file, the base config with the fixed overrides, the folder."""
+    """A validated sweep: the file, the base config with the fixed overrides, the folder, and
+    where the synthetic sets go when the sweep asks for them."""
 
     sweep: SweepConfig
     file: Path
     base: ExperimentConfig
-    fixed: dict[str, Any]
     folder: str  # <output_dir>/<name>, absolute
     finals: dict[str, Any]  # protocol (svm, finetune) -> its validated experiment
+    synthetic: Path | None = None  # the quickstart-style workdir: <output_dir>/synthetic
 
 
 def plan_sweep(file: str | Path, extra: Mapping[str, Any] | None = None) -> SweepPlan:
@@ -75,7 +76,7 @@ def plan_sweep(file: str | Path, extra: Mapping[str, Any] | None = None) -> Swee
     output = Path(absolute(sweep.output_dir))  # like run.output_dir: relative to here
     fixed = dict(sweep.fixed) | dict(extra or {})
     if sweep.synthetic:
-        data = output / "synthetic" / "data"  # the quickstart's layout under a workdir
+        data = output / "synthetic" / "data"  # the quickstart's layout under its workdir
         fixed = {
             "data.root": str(data / "kinetics_sound"),
             "monitor.video_root": str(data / "ucf101"),
@@ -91,7 +92,8 @@ def plan_sweep(file: str | Path, extra: Mapping[str, Any] | None = None) -> Swee
     check_space(sweep, base, source=str(path))
     check_monitor(sweep, base, source=str(path))
     finals = final_configs(sweep, path, base)
-    return SweepPlan(sweep, path, base, fixed, str(output / sweep.name), finals)
+    synthetic = output / "synthetic" if sweep.synthetic else None
+    return SweepPlan(sweep, path, base, str(output / sweep.name), finals, synthetic)
 
 
 def _beside(sweep_file: Path, name: str, key: str) -> Path:

@@ -155,7 +155,7 @@ def close_child_run(ledger: TrialLedger, trial_id: str, *, status: str, reason: 
     client = MlflowClient(ledger.uri)
     run_id = record["mlflow_run_id"]
     client.set_tag(run_id, "crisscross.stop_reason", reason[:5000])
-    if client.get_run(run_id).info.status != "FINISHED" or status == "FINISHED":
+    if status != "FINISHED":  # a finished trial's run_pretrain closed its run itself
         client.set_terminated(run_id, status=status)
 
 
