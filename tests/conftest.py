@@ -11,6 +11,16 @@ from click.testing import CliRunner
 from crisscross.datasets.synth import SynthSpec, synthesize
 
 REPO = Path(__file__).resolve().parent.parent
+# sizes for seconds-long pretext steps: width-4 encoders, 32 px crops, 4 frames, 40 mel bins
+TINY_SIZES = {
+    "data.crop_size": 32,
+    "data.frames": 4,
+    "data.n_mels": 40,
+    "model.video_width": 4,
+    "model.audio_width": 4,
+    "model.projector_dim": 32,
+    "model.predictor_hidden": 8,
+}
 
 
 @pytest.fixture(autouse=True)

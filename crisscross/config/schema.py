@@ -232,6 +232,12 @@ class RunConfig(Section):
     """Train on GPUs (NCCL); on CPUs workers use gloo."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Mixed precision: auto is bf16 autocast on GPU and fp32 on CPU."""
+    channels_last: bool | Literal["auto"] = "auto"
+    """Channels-last weights and inputs (channels_last_3d for video); auto: on GPU only."""
+    compile: bool = False
+    """torch.compile the model (the first steps compile); see `crisscross bench train --device`."""
+    fused_optimizer: bool | Literal["auto"] = "auto"
+    """Adam's fused kernel; auto: on GPU only."""
     output_dir: str = Field("runs", min_length=1)
     """Where checkpoints and exported weights go: a folder or a shared-storage URI."""
     cpus_per_worker: float = Field(1.0, gt=0.0)
@@ -261,6 +267,9 @@ class MonitorConfig(Section):
 
     every: int = Field(1, ge=0)
     """Run it every this many epochs, and once before training (0: never)."""
+    before_training: bool = True
+    """Also run it before the first step, for the "before" of kNN before/after (sweeps, which
+    select on the epochs' figures, can skip it)."""
     video_root: str | None = None
     """A UCF101- or HMDB51-layout folder (see video_dataset) for the video encoder; unset: skip."""
     video_dataset: Literal["ucf101", "hmdb51"] = "ucf101"

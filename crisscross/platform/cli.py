@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import click
 
 from crisscross import __version__
+from crisscross.platform.cli_cluster import cluster
 from crisscross.platform.cli_config import config
 from crisscross.platform.cli_data import bench, manifest, prepare, synth
 from crisscross.platform.cli_eval import finetune, probe, report, svm
@@ -44,6 +45,7 @@ for command in (
     probe,
     report,
     bench,
+    cluster,
 ):
     cli.add_command(command)
 bench.add_command(bench_train)

@@ -19,8 +19,9 @@ from crisscross.config import dump_config
 from crisscross.datasets.layouts import LayoutError
 from crisscross.datasets.manifest import Manifest, build_manifest, summary
 from crisscross.models import WeightsError
-from crisscross.platform.pretrain import absolute, git_commit, uri_exists
+from crisscross.platform.pretrain import git_commit, uri_exists
 from crisscross.platform.sources import Pretrained, SourceError, resolve_pretrained
+from crisscross.platform.storage import absolute
 from crisscross.platform.tracking import (
     TrackingError,
     check_tracking,

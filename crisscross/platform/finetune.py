@@ -26,7 +26,8 @@ from crisscross.platform.evaluation import (
     pretrained_weights,
     summarise,
 )
-from crisscross.platform.pretrain import RunFailedError, absolute, connect_ray, torch_trainer
+from crisscross.platform.pretrain import RunFailedError, connect_ray, torch_trainer
+from crisscross.platform.storage import output_location
 from crisscross.platform.tracking import MlflowTracker
 from crisscross.trainers.finetune import FinetuneJob, finetune_loop_per_worker
 
@@ -93,7 +94,7 @@ def run_finetune(
         )
         for fold, (train, test) in splits.items()
     ]
-    storage = absolute(r.output_dir)
+    storage = output_location(r.output_dir)
     per_fold: dict[int, float] = {}
     best: dict[int, float] = {}
     try:  # each split is logged as soon as it ends: a failure of another loses nothing

@@ -36,6 +36,7 @@ from crisscross.datasets.manifest import (
 )
 from crisscross.datasets.pipeline import usable_rows
 from crisscross.models.weights import save_backbone
+from crisscross.platform.storage import absolute, output_location
 from crisscross.platform.tracking import (
     MlflowTracker,
     TrackingError,
@@ -53,6 +54,9 @@ RUN_RECORD = "crisscross_run.json"
 # Keys that may change between a run and its resumption: how it runs, not what it computes.
 RESUMABLE = (
     "run.workers",
+    "run.channels_last",  # how the step runs, not what it computes
+    "run.compile",
+    "run.fused_optimizer",
     "run.cpus_per_worker",
     "run.use_gpu",
     "run.max_failures",
@@ -91,10 +95,6 @@ class Outcome:
     knn_before: dict[str, float]
     knn_after: dict[str, float]
     trained: bool = True  # False: the run had already finished, nothing was trained now
-
-
-def absolute(path_or_uri: str) -> str:
-    return path_or_uri if "://" in path_or_uri else str(Path(path_or_uri).expanduser().resolve())
 
 
 def uri_exists(uri: str) -> bool:
@@ -275,6 +275,10 @@ def _write_record(run_dir: str, record: dict[str, Any]) -> None:
 
 
 def git_commit() -> str:
+    """The code's commit: $CRISSCROSS_GIT_COMMIT when set (a Ray job's working directory is
+    uploaded without .git), else git's HEAD beside the package, else "unknown"."""
+    if os.environ.get("CRISSCROSS_GIT_COMMIT"):
+        return os.environ["CRISSCROSS_GIT_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -368,7 +372,7 @@ def run_pretrain(
     uri, local = tracking_and_ray(config, say)
     check_resources(config, local=local, say=say)
 
-    storage = absolute(config.run.output_dir)
+    storage = output_location(config.run.output_dir)
     run_dir = join(storage, config.run.name)
     client = MlflowClient(uri)
     run_id, record = open_run(client, config, run_dir, digest, manifest, tags=tags)

@@ -33,6 +33,7 @@ from crisscross.platform.pretrain import (
     tracking_and_ray,
 )
 from crisscross.platform.sweep_plan import SweepPlan
+from crisscross.platform.sweep_report import SCORE
 from crisscross.platform.sweep_results import (
     RANK,
     TrialRow,
@@ -45,7 +46,7 @@ from crisscross.platform.sweep_results import (
     write_best,
     write_table,
 )
-from crisscross.platform.sweep_trial import SCORE, TrialJob, TrialLedger, run_trial
+from crisscross.platform.sweep_trial import TrialJob, TrialLedger, run_trial
 from crisscross.platform.tracking import (
     experiment_id,
     flatten,
@@ -243,7 +244,7 @@ def prepare(plan: SweepPlan, *, resume: bool, say: Callable[[str], None]) -> Sta
     job = TrialJob(
         base=base.model_dump(by_alias=True),
         sweep=plan.sweep.name,
-        runs_dir=f"{plan.folder}/pretraining",
+        runs_dir=plan.trial_runs,
         parent_run_id=parent,
         metric=plan.sweep.search.metric,
         monitor_sets=sets,

@@ -20,7 +20,7 @@ from crisscross.config import (
     load_config,
 )
 from crisscross.config.sweep_schema import SweepConfig
-from crisscross.platform.pretrain import absolute
+from crisscross.platform.storage import is_uri, local_output_folder, output_location
 
 # how a trial runs and where it writes are the sweep's, the same for every trial
 FIXED_KEYS = (
@@ -50,9 +50,14 @@ class SweepPlan:
     sweep: SweepConfig
     file: Path
     base: ExperimentConfig
-    folder: str  # <output_dir>/<name>, absolute
+    folder: str  # <output_dir>/<name>, absolute: Tune's state, the ledger, tables, plots
     finals: dict[str, Any]  # protocol (svm, finetune) -> its validated experiment
     synthetic: Path | None = None  # the quickstart-style workdir: <output_dir>/synthetic
+    runs_dir: str = ""  # the trials' run folders (checkpoints), on shared storage when set
+
+    @property
+    def trial_runs(self) -> str:
+        return self.runs_dir or f"{self.folder}/pretraining"
 
 
 def plan_sweep(file: str | Path, extra: Mapping[str, Any] | None = None) -> SweepPlan:
@@ -61,7 +66,7 @@ def plan_sweep(file: str | Path, extra: Mapping[str, Any] | None = None) -> Swee
     ConfigError names the file, the key and the reason for anything a trial could trip on."""
     path = Path(file)
     sweep = load_config(path, schema=SweepConfig)
-    if "://" in sweep.output_dir:
+    if is_uri(sweep.output_dir):
         raise ConfigError(
             [
                 Problem(
@@ -73,7 +78,10 @@ def plan_sweep(file: str | Path, extra: Mapping[str, Any] | None = None) -> Swee
                 )
             ]
         )
-    output = Path(absolute(sweep.output_dir))  # like run.output_dir: relative to here
+    # like run.output_dir: relative to here, or to $CRISSCROSS_STORAGE on a cluster; the trials'
+    # run folders go to the shared storage itself, since their workers run on other nodes
+    output = local_output_folder(sweep.output_dir)
+    runs_dir = f"{output_location(sweep.output_dir)}/{sweep.name}/pretraining"
     fixed = dict(sweep.fixed) | dict(extra or {})
     if sweep.synthetic:
         data = output / "synthetic" / "data"  # the quickstart's layout under its workdir
@@ -93,7 +101,7 @@ def plan_sweep(file: str | Path, extra: Mapping[str, Any] | None = None) -> Swee
     check_monitor(sweep, base, source=str(path))
     finals = final_configs(sweep, path, base)
     synthetic = output / "synthetic" if sweep.synthetic else None
-    return SweepPlan(sweep, path, base, str(output / sweep.name), finals, synthetic)
+    return SweepPlan(sweep, path, base, str(output / sweep.name), finals, synthetic, runs_dir)
 
 
 def _beside(sweep_file: Path, name: str, key: str) -> Path:

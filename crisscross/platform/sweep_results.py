@@ -14,7 +14,8 @@ import numpy as np
 from crisscross.config import ExperimentConfig, apply_overrides, dump_config
 from crisscross.platform.pretrain import read_record
 from crisscross.platform.sweep_plan import SweepPlan
-from crisscross.platform.sweep_trial import LEDGER, SCORE
+from crisscross.platform.sweep_report import SCORE
+from crisscross.platform.sweep_trial import LEDGER
 
 RANK = {"finished": 0, "stopped": 1, "interrupted": 2, "failed": 3}
 

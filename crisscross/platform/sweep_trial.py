@@ -16,38 +16,13 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 from ray import tune
-from ray.tune.integration.ray_train import TuneReportCallback
 
 from crisscross.config import ExperimentConfig, apply_overrides
 from crisscross.platform.pretrain import read_record, run_pretrain
+from crisscross.platform.sweep_report import SCORE, ScoreReport, selection_score
 from crisscross.trainers.monitor import MonitorSet
 
-SCORE = "score"  # the key Tune ranks trials by: the sweep's search.metric
 LEDGER = "ledger"  # <sweep folder>/ledger/<trial id>.json: how each trial ended
-
-
-def selection_score(metrics: dict[str, Any], metric: str) -> float | None:
-    """`metric` from one epoch's metrics; "knn/mean" is the mean of the kNN figures present."""
-    prefix, _, what = metric.partition("/")
-    if what != "mean":
-        value = metrics.get(metric)
-        return None if value is None else float(value)
-    found = [float(v) for k, v in metrics.items() if k.startswith(prefix + "/")]
-    return sum(found) / len(found) if found else None
-
-
-class ScoreReport(TuneReportCallback):
-    """Forwards to Tune only the epoch ends that carry the monitor's accuracy, with `score`."""
-
-    def __init__(self, metric: str) -> None:
-        super().__init__()
-        self.metric = metric
-
-    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any):
-        score = selection_score(metrics[0], self.metric) if metrics else None
-        if score is None or "epoch" not in metrics[0]:
-            return
-        super().after_report(run_context, [metrics[0] | {SCORE: score}], checkpoint)
 
 
 @dataclass(frozen=True)
@@ -87,12 +62,13 @@ def run_trial(params: dict[str, Any], job: TrialJob) -> None:
             "crisscross.trial_id": trial_id,
             "crisscross.searched": ", ".join(sorted(params)),
         },
-        callbacks=[ScoreReport(job.metric)],
+        callbacks=[ScoreReport(job.metric, config.optim.epochs)],
     )
-    if not outcome.trained:  # finished before an interruption Tune did not see: report it
-        score = selection_score(outcome.knn_after | outcome.metrics, job.metric)
-        if score is not None:
-            tune.report({SCORE: score, "epoch": config.optim.epochs})
+    # The last epoch's score (ScoreReport holds it back), or a run that finished before an
+    # interruption Tune did not see: the run is complete before Tune hears of its end.
+    score = selection_score(outcome.knn_after | outcome.metrics, job.metric)
+    if score is not None:
+        tune.report({SCORE: score, "epoch": config.optim.epochs})
 
 
 @dataclass(frozen=True)
@@ -120,7 +96,8 @@ class TrialLedger(tune.Callback):
         epoch = int(last.get("epoch", 0))
         epochs = int(trial.config.get("optim.epochs", self.epochs))
         score = last.get(SCORE)
-        if epoch >= epochs:
+        record = read_record(f"{self.runs_dir}/{self.sweep}-{trial.trial_id}") or {}
+        if record.get("finished_step") is not None:  # finish() exported and closed the run
             end = TrialEnd(trial.trial_id, "finished", f"completed {epochs} epochs", epoch, score)
         else:
             reason = f"stopped early by ASHA after epoch {epoch}" + (

@@ -18,7 +18,7 @@ from crisscross.config import ExperimentConfig
 from crisscross.trainers.builders import build_model
 from crisscross.trainers.optim import build_optimizer, set_learning_rates
 from crisscross.trainers.pretext_step import pretext_step
-from crisscross.trainers.pretrain import bf16_enabled
+from crisscross.trainers.step_modes import bf16_enabled
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import torch.distributed as dist
 
 from crisscross.datasets.transforms import normalize
 from crisscross.trainers.optim import LARC
+from crisscross.trainers.step_modes import inputs_channels_last
 
 
 class NonFiniteLossError(RuntimeError):
@@ -39,13 +40,17 @@ def pretext_step(
     device: torch.device,
     bf16: bool = False,
     distributed: bool = False,
+    channels_last: bool = False,
 ) -> dict[str, float]:
     """Forward, check, backward, update; returns the loss and the six pair terms as floats.
 
     With `distributed`, the values are averaged over the workers first (one all-reduce and one
     host copy per step), so every worker sees the same numbers and stops on the same step.
+    With `channels_last`, the views are laid out as the channels-last model expects.
     """
     inputs = to_model_inputs(batch, device)
+    if channels_last:
+        inputs = inputs_channels_last(*inputs)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         out = model(*inputs)
     stacked = torch.stack([value.detach().float() for value in out.values()])

@@ -42,6 +42,8 @@ from crisscross.trainers.builders import build_model, clip_spec, decode_resource
 from crisscross.trainers.monitor import KnnMonitor, MonitorSet
 from crisscross.trainers.optim import LARC, build_optimizer, set_learning_rates
 from crisscross.trainers.pretext_step import NonFiniteLossError, pretext_step
+from crisscross.trainers.ray_metrics import TrainMetrics
+from crisscross.trainers.step_modes import compiled, prepare, run_mode
 from crisscross.trainers.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
@@ -73,10 +75,6 @@ class Progress:
     epoch_step: int = 0  # steps done in it
     consumed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     best: float | None = None  # best monitor score (or lowest epoch loss) so far
-
-
-def bf16_enabled(precision: str, device: torch.device) -> bool:
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
 def restore(
@@ -252,17 +250,17 @@ def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    bf16 = bf16_enabled(config.run.precision, device)
     optim_cfg, seed = config.optim, config.run.seed
 
     torch.manual_seed(seed)
     module = build_model(config)
     if config.model.sync_batchnorm and world > 1:
         module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    module.to(device)
-    optimizer = build_optimizer(module, optim_cfg)
+    mode = run_mode(config.run, device)  # bf16, channels-last, compile, fused Adam
+    module = prepare(module, mode, device)
+    optimizer = build_optimizer(module, optim_cfg, fused=mode.fused_optimizer)
     progress = restore(ray.train.get_checkpoint(), module, optimizer)
-    model = ray.train.torch.prepare_model(module, move_to_device=False)
+    model = compiled(ray.train.torch.prepare_model(module, move_to_device=False), mode)
     checkpointer = Checkpointer(job.storage, rank, world)
 
     tracker = job.tracker if rank == 0 else NullTracker()
@@ -282,7 +280,12 @@ def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
             f"resuming at step {progress.step}: "
             f"epoch {progress.epoch + 1}, its step {progress.epoch_step}"
         )
-    if monitor is not None and progress.step == 0 and progress.epoch == 0:
+    if (
+        monitor is not None
+        and config.monitor.before_training
+        and progress.step == 0
+        and progress.epoch == 0
+    ):
         scores = monitor(module, device)
         tracker.log_metrics(scores, step=0)
         say("monitor before training" + _scores(scores))
@@ -293,6 +296,7 @@ def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
     failure_log = FailureLogRef.create()
     per_worker = optim_cfg.batch_size // world
     console = Console(optim_cfg.epochs, total_steps, progress.step)
+    exported = TrainMetrics(config.run.name, rank)  # Prometheus/Grafana, through Ray's metrics
 
     for epoch in range(progress.epoch, optim_cfg.epochs):
         rows = epoch_order(table, seed=seed, epoch=epoch, repeats=optim_cfg.repeats_per_epoch)
@@ -303,11 +307,16 @@ def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
         )
         batches = iter(
             data.dataset.iter_torch_batches(
-                batch_size=per_worker, drop_last=True, prefetch_batches=2
+                batch_size=per_worker,
+                drop_last=True,
+                prefetch_batches=2,  # decoded, collated and (on a GPU) copied ahead of the step
+                device=device,
+                pin_memory=device.type == "cuda",
             )
         )
         consumed = [progress.consumed]
         epoch_steps = progress.epoch_step + rows.num_rows // optim_cfg.batch_size
+        exported.epoch_started(epoch)
         meter = EpochMeter()
         last_line = time.perf_counter()
         while True:
@@ -326,8 +335,9 @@ def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
                     optimizer,
                     step=progress.step + 1,
                     device=device,
-                    bf16=bf16,
+                    bf16=mode.bf16,
                     distributed=world > 1,
+                    channels_last=mode.channels_last,
                 )
             except NonFiniteLossError as exc:
                 tracker.flush()
@@ -337,6 +347,13 @@ def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
             progress.epoch_step += 1
             seconds = time.perf_counter() - t0
             meter.add(values, samples=optim_cfg.batch_size, seconds=seconds, wait=wait)
+            exported.step(
+                global_samples=optim_cfg.batch_size,
+                own_samples=per_worker,
+                seconds=seconds,
+                wait=wait,
+                loss=values["loss"],
+            )
             tracker.log_metrics(
                 values
                 | {f"lr/{name}": lr for name, lr in lrs.items()}

@@ -18,7 +18,7 @@ from crisscross.models.weights import load_backbone
 from crisscross.platform.pretrain import PretrainError, RunFailedError, run_pretrain
 from crisscross.platform.tracking import MlflowTracker
 from crisscross.trainers.pretrain import STATE_FILE
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY_SIZES
 
 QUICKSTART = REPO / "experiments" / "pretext" / "quickstart.yaml"
 STEP_KEYS = ("loss", "v1v2", "a1a2", "v1a1", "v2a2", "v1a2", "a1v2", "samples_per_s", "data_wait")
@@ -26,15 +26,8 @@ STEP_KEYS = ("loss", "v1v2", "a1a2", "v1a1", "v2a2", "v1a2", "a1v2", "samples_pe
 
 def tiny(tmp_path: Path, synthetic, **overrides):
     """A seconds-long pretraining: width-4 encoders, 32 px crops, 4-sample batches."""
-    values = {
+    values = TINY_SIZES | {
         "data.root": str(synthetic["kinetics_sound"]),
-        "data.crop_size": 32,
-        "data.frames": 4,
-        "data.n_mels": 40,
-        "model.video_width": 4,
-        "model.audio_width": 4,
-        "model.projector_dim": 32,
-        "model.predictor_hidden": 8,
         "optim.batch_size": 4,
         "optim.epochs": 2,
         "optim.repeats_per_epoch": 1,
@@ -136,7 +129,7 @@ def test_killed_worker_restarts_or_resumes_without_losing_steps(
         tmp_path,
         synthetic,
         **{
-            "optim.epochs": 3,
+            "optim.epochs": 2,
             "run.checkpoint_every": 1,
             "run.max_failures": max_failures,
             "run.keep_checkpoints": 2,
@@ -151,7 +144,7 @@ def test_killed_worker_restarts_or_resumes_without_losing_steps(
         assert isinstance(outcome.get("error"), RunFailedError), outcome
         assert "run the same command again" in str(outcome["error"])
         result = run_pretrain(config, say=lambda _: None)
-    assert result.final_step == 9  # 3 epochs x 3 steps, as without the kill
+    assert result.final_step == 6  # 2 epochs x 3 steps, as without the kill
     client = MlflowClient(result.tracking_uri)
     assert (
         len(
@@ -162,26 +155,32 @@ def test_killed_worker_restarts_or_resumes_without_losing_steps(
         == 1
     )
     for key in STEP_KEYS:
-        assert history(client, result.run_id, key) == list(range(1, 10)), key
-    assert history(client, result.run_id, "epoch/loss") == [3, 6, 9]
+        assert history(client, result.run_id, key) == list(range(1, 7)), key
+    assert history(client, result.run_id, "epoch/loss") == [3, 6]
     assert len(checkpoints(run_dir)) == 2  # keep_checkpoints
 
 
-def test_finished_run_is_not_trained_again(local_ray, synthetic, tmp_path):
-    config = tiny(tmp_path, synthetic, **{"optim.epochs": 1})
-    first = run_pretrain(config, say=lambda _: None)
+@pytest.fixture(scope="module")
+def finished(local_ray, synthetic, tmp_path_factory):
+    """One finished 1-epoch run (3 steps), shared by the tests that run it again."""
+    folder = tmp_path_factory.mktemp("finished")
+    config = tiny(folder, synthetic, **{"optim.epochs": 1})
+    return folder, config, run_pretrain(config, say=lambda _: None)
+
+
+def test_finished_run_is_not_trained_again(finished):
+    _, config, first = finished
     again = run_pretrain(config, say=lambda _: None)
     assert (again.run_id, again.final_step) == (first.run_id, first.final_step)
+    assert not again.trained
     client = MlflowClient(first.tracking_uri)
     assert history(client, first.run_id, "loss") == [1, 2, 3]
 
 
-def test_resume_by_mlflow_run_id_finds_the_run_folder_and_config(
-    run_cli, local_ray, synthetic, tmp_path, monkeypatch
-):
-    first = run_pretrain(tiny(tmp_path, synthetic, **{"optim.epochs": 1}), say=lambda _: None)
+def test_resume_by_mlflow_run_id_finds_the_run_folder_and_config(run_cli, finished, monkeypatch):
+    folder, _, first = finished
     monkeypatch.setenv("MLFLOW_TRACKING_URI", first.tracking_uri)
-    monkeypatch.chdir(tmp_path / "runs")  # elsewhere: the run folder comes from the MLflow run
+    monkeypatch.chdir(folder / "runs")  # elsewhere: the run folder comes from the MLflow run
     result = run_cli("pretrain", "--resume", first.run_id)
     assert result.exit_code == 0, result.output
     assert f"already finished at step 3 (MLflow run {first.run_id})" in result.output
@@ -190,11 +189,11 @@ def test_resume_by_mlflow_run_id_finds_the_run_folder_and_config(
     assert "--resume 0123456789abcdef: no such run in the tracking store" in unknown.output
 
 
-def test_changed_config_does_not_resume_silently(local_ray, synthetic, tmp_path):
-    run_pretrain(tiny(tmp_path, synthetic, **{"optim.epochs": 1}), say=lambda _: None)
+def test_changed_config_does_not_resume_silently(finished, synthetic):
+    folder, _, _ = finished
     with pytest.raises(PretrainError, match=r"another config \(differs at: optim.lr\)"):
         run_pretrain(
-            tiny(tmp_path, synthetic, **{"optim.epochs": 1, "optim.lr": 0.1}), say=lambda _: None
+            tiny(folder, synthetic, **{"optim.epochs": 1, "optim.lr": 0.1}), say=lambda _: None
         )
 
 

@@ -11,6 +11,7 @@ from crisscross.config import ConfigError, load_config
 from crisscross.config.sweep_schema import Domain, SweepConfig
 from crisscross.platform.sweep import SweepError, concurrency, tune_domain
 from crisscross.platform.sweep_plan import plan_sweep
+from crisscross.platform.sweep_report import selection_score
 from crisscross.platform.sweep_results import (
     TrialRow,
     best_trial,
@@ -19,7 +20,6 @@ from crisscross.platform.sweep_results import (
     write_best,
     write_table,
 )
-from crisscross.platform.sweep_trial import selection_score
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "experiments" / "pretext" / "quickstart.yaml"
@@ -230,17 +230,19 @@ def test_sweep_kind_is_validated_by_config_validate(run_cli, tmp_path):
 def test_only_epoch_ends_with_the_metric_reach_tune(monkeypatch):
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from crisscross.platform.sweep_trial import ScoreReport
+    from crisscross.platform.sweep_report import ScoreReport
 
     sent = []
     monkeypatch.setattr(
         TuneReportCallback, "after_report", lambda self, ctx, metrics, ckpt: sent.append(metrics)
     )
     report = ScoreReport.__new__(ScoreReport)  # no Tune session here; only the filter is tested
-    report.metric = "knn/mean"
+    report.metric, report.epochs = "knn/mean", 3
     report.after_report(None, [{"step": 5, "loss": -0.3}], None)  # mid-epoch checkpoint
     report.after_report(None, [{"epoch": 1, "epoch/loss": -0.3}], None)  # monitor not run
     report.after_report(None, [{"epoch": 2, "knn/video": 0.5, "knn/audio": 0.75}], None)
+    # the last epoch is held back: run_trial reports it once the run has finished
+    report.after_report(None, [{"epoch": 3, "knn/video": 1.0, "knn/audio": 1.0}], None)
     assert sent == [[{"epoch": 2, "knn/video": 0.5, "knn/audio": 0.75, "score": 0.625}]]
 
 
@@ -299,3 +301,50 @@ def test_random_and_optuna_draw_inside_the_domains(local_ray, tmp_path, algorith
         assert params["data.sampling"] in ("overlapped", "adjacent")
         assert params["optim.repeats_per_epoch"] in (1, 2, 3)
     assert len({p["optim.lr"] for p in drawn}) == 6  # drawn, not repeated
+
+
+def test_ledger_counts_a_trial_finished_only_when_its_run_finished(tmp_path):
+    """ASHA can stop a trial at a rung on its last epoch; unless the pretraining had exported its
+    backbones and closed its run (the run record's finished_step), the trial was stopped."""
+    import json
+    from types import SimpleNamespace
+
+    from mlflow.tracking import MlflowClient
+
+    from crisscross.platform.sweep_trial import TrialLedger
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("e")
+    runs_dir = tmp_path / "pretraining"
+    ledger = TrialLedger(
+        folder=str(tmp_path / "sweep"),
+        runs_dir=str(runs_dir),
+        sweep="s",
+        epochs=2,
+        uri=uri,
+        metric="knn/mean",
+    )
+    for trial_id, finished in (("t_00000", True), ("t_00001", False)):
+        run = client.create_run(exp)
+        if finished:  # as run_pretrain's finish() leaves it
+            client.set_terminated(run.info.run_id, status="FINISHED")
+        record = {"mlflow_run_id": run.info.run_id} | ({"finished_step": 4} if finished else {})
+        (runs_dir / f"s-{trial_id}").mkdir(parents=True)
+        (runs_dir / f"s-{trial_id}" / "crisscross_run.json").write_text(json.dumps(record))
+        trial = SimpleNamespace(
+            trial_id=trial_id, config={}, last_result={"epoch": 2, "score": 0.75}
+        )
+        ledger.on_trial_complete(0, [], trial)
+    ends = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "sweep" / "ledger").iterdir()}
+    assert ends["t_00000"]["status"] == "finished"
+    assert ends["t_00000"]["reason"] == "completed 2 epochs"
+    assert ends["t_00001"]["status"] == "stopped"
+    assert ends["t_00001"]["reason"] == "stopped early by ASHA after epoch 2 (knn/mean 0.750)"
+    statuses = {
+        r.data.tags["crisscross.stop_reason"]: r.info.status for r in client.search_runs([exp])
+    }
+    assert statuses == {
+        "completed 2 epochs": "FINISHED",
+        "stopped early by ASHA after epoch 2 (knn/mean 0.750)": "KILLED",
+    }

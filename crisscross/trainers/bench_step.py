@@ -1,0 +1,217 @@
+"""The pretext step's device throughput, baseline against optimised, at several batch sizes.
+
+In one run, for every per-device batch size: samples/s (the median of timed windows), seconds
+per step and peak device memory of the same step on the same in-memory batch, run the reference
+code's way (`BASELINE`) and ours (`OPTIMISED`); model FLOP utilisation from the step's FLOPs
+(torch's FLOP counter, forward and backward) over the peak of a measured bf16 matmul. A batch
+size that does not fit is recorded as out of memory and larger ones are skipped for that mode.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from crisscross.config import ExperimentConfig
+from crisscross.trainers.bench import synthetic_batch
+from crisscross.trainers.builders import build_model
+from crisscross.trainers.optim import build_optimizer, set_learning_rates
+from crisscross.trainers.pretext_step import NonFiniteLossError, pretext_step, to_model_inputs
+from crisscross.trainers.step_modes import BASELINE, StepMode, compiled, optimised, prepare
+
+GOAL_RATIO = 2.0  # ours / baseline at the best batch size
+
+
+@dataclass(frozen=True)
+class StepBenchSpec:
+    config: dict[str, Any]  # ExperimentConfig.model_dump(by_alias=True)
+    batches: tuple[int, ...] = (32, 64, 128, 256)
+    device: str = "cuda"
+    steps: int = 10  # per timed window
+    windows: int = 3  # each figure is the median window
+    warmup: int = 5  # includes torch.compile's compilation in the optimised mode
+    threads: int | None = None  # CPU only: torch threads
+    compile: bool = True  # torch.compile in the optimised mode (minutes of compiling on a CPU)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def step_flops(config: ExperimentConfig, batch: int) -> int:
+    """FLOPs of one pretext step's forward and backward at `batch` (counted at batch 2 on CPU in
+    fp32, scaled linearly: every layer's cost is proportional to the batch)."""
+    torch.manual_seed(0)
+    model = build_model(config)
+    inputs = to_model_inputs(synthetic_batch(config, 2), torch.device("cpu"))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(*inputs)["loss"].backward()
+    return counter.get_total_flops() * batch // 2
+
+
+def peak_matmul_flops(device: torch.device, *, size: int | None = None) -> float:
+    """FLOP/s of a large bf16 matmul on `device`, measured: the denominator of MFU."""
+    n = size or (8192 if device.type == "cuda" else 1024)
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    repeats = 20 if device.type == "cuda" else 3
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def measure(spec: StepBenchSpec, mode: StepMode, batch: int) -> dict[str, Any]:
+    """Samples/s, step time and peak memory of `mode` at `batch` (or {"oom": True})."""
+    device = torch.device(spec.device)
+    config = ExperimentConfig.model_validate(spec.config)
+    torch.manual_seed(config.run.seed)
+    module = prepare(build_model(config), mode, device)
+    optimizer = build_optimizer(module, config.optim, fused=mode.fused_optimizer)
+    model = compiled(module, mode)
+    data = {k: v.to(device) for k, v in synthetic_batch(config, batch).items()}
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def step(i: int) -> None:
+        set_learning_rates(optimizer, i, optim=config.optim, steps_per_epoch=10**6)
+        pretext_step(
+            model,
+            data,
+            optimizer,
+            step=i,
+            device=device,
+            bf16=mode.bf16,
+            channels_last=mode.channels_last,
+        )
+
+    try:
+        for i in range(spec.warmup):
+            step(i)
+        rates, done = [], spec.warmup
+        for _ in range(spec.windows):
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(spec.steps):
+                step(done)
+                done += 1
+            _sync(device)
+            rates.append(batch * spec.steps / (time.perf_counter() - start))
+    except torch.OutOfMemoryError:
+        return {"oom": True}
+    except NonFiniteLossError as exc:  # a mode that breaks the numbers is reported, not timed
+        return {"error": str(exc).split(";")[0]}
+    finally:
+        if mode.compile:
+            torch._dynamo.reset()  # the next mode or batch compiles its own graph
+    rate = statistics.median(rates)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return {
+        "samples_per_s": rate,
+        "step_s": batch / rate,
+        "window_sps": rates,
+        "peak_memory_gib": None if peak is None else peak / 2**30,
+    }
+
+
+def run_step_benchmark(spec: StepBenchSpec) -> dict[str, Any]:
+    """Both modes at every batch size, the FLOP counts, the measured peak, MFU and the ratios."""
+    device = torch.device(spec.device)
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    config = ExperimentConfig.model_validate(spec.config)
+    ours_mode = optimised(device) if spec.compile else replace(optimised(device), compile=False)
+    peak = peak_matmul_flops(device)
+    rows, stopped = [], {BASELINE.name: False, ours_mode.name: False}
+    for batch in spec.batches:
+        flops = step_flops(config, batch)
+        row: dict[str, Any] = {"batch": batch, "flops_per_step": flops}
+        for mode in (BASELINE, ours_mode):
+            result = {"oom": True} if stopped[mode.name] else measure(spec, mode, batch)
+            stopped[mode.name] = bool(result.get("oom"))
+            if "samples_per_s" in result:
+                result["mfu"] = flops / result["step_s"] / peak
+            row[mode.name] = result
+        base, ours = row[BASELINE.name], row[ours_mode.name]
+        if "samples_per_s" in base and "samples_per_s" in ours:
+            row["ratio"] = ours["samples_per_s"] / base["samples_per_s"]
+        rows.append(row)
+    timed = [r for r in rows if "samples_per_s" in r[ours_mode.name]]
+    best = max(timed, key=lambda r: r[ours_mode.name]["samples_per_s"], default=None)
+    best_base = max(
+        (r[BASELINE.name]["samples_per_s"] for r in rows if "samples_per_s" in r[BASELINE.name]),
+        default=math.nan,
+    )
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "modes": {m.name: m.describe() for m in (BASELINE, ours_mode)},
+        "peak_bf16_matmul_tflops": peak / 1e12,
+        "shapes": {
+            "video": [config.data.frames, config.data.crop_size, config.data.crop_size],
+            "audio": list(synthetic_batch(config, 1)["a1"].shape[1:]),
+            "video_backbone": f"{config.model.video_backbone} width {config.model.video_width}",
+            "audio_backbone": f"{config.model.audio_backbone} width {config.model.audio_width}",
+        },
+        "rows": rows,
+        "best_batch": best["batch"] if best else None,
+        # ours at its best batch size against the baseline at its own best: the speed-up a user
+        # gets, whichever batch each fits best
+        "speedup": best[ours_mode.name]["samples_per_s"] / best_base if best else math.nan,
+        "goal_speedup": GOAL_RATIO,
+    }
+
+
+def performance_markdown(results: dict[str, Any], command: str) -> str:
+    """The table for docs/performance.md."""
+    lines = [
+        "| batch | baseline samples/s | ours samples/s | ratio | baseline step (ms) | "
+        "ours step (ms) | baseline peak GiB | ours peak GiB | baseline MFU | ours MFU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(result: dict[str, Any], key: str, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
+        if result.get("oom"):
+            return "OOM"
+        if "error" in result:
+            return "NaN"
+        value = result.get(key)
+        return "-" if value is None else fmt.format(value * scale)
+
+    for row in results["rows"]:
+        base, ours = row[BASELINE.name], row["ours"]
+        ratio = f"{row['ratio']:.2f}" if "ratio" in row else "-"
+        lines.append(
+            f"| {row['batch']} | {cell(base, 'samples_per_s')} | {cell(ours, 'samples_per_s')} | "
+            f"{ratio} | {cell(base, 'step_s', 1e3)} | {cell(ours, 'step_s', 1e3)} | "
+            f"{cell(base, 'peak_memory_gib', fmt='{:.2f}')} | "
+            f"{cell(ours, 'peak_memory_gib', fmt='{:.2f}')} | "
+            f"{cell(base, 'mfu', 100, '{:.1f}%')} | {cell(ours, 'mfu', 100, '{:.1f}%')} |"
+        )
+    speedup = results["speedup"]
+    return "\n".join(
+        [
+            f"Device: {results['device']}, torch {results['torch']}; measured bf16 matmul peak "
+            f"{results['peak_bf16_matmul_tflops']:.1f} TFLOP/s.",
+            f"Baseline: {results['modes'][BASELINE.name]}. Ours: {results['modes']['ours']}.",
+            f"Command: `{command}`",
+            "",
+            *lines,
+            "",
+            f"Speed-up (ours at its best batch {results['best_batch']} over the baseline at its "
+            f"best): {speedup:.2f}x (goal >= {results['goal_speedup']:.0f}x).",
+        ]
+    )

@@ -1,0 +1,106 @@
+"""How the pretext step runs on its device: the reference code's way, or the optimised one.
+
+Baseline (what the reference code does, less its apex): fp32, eager, default memory format,
+per-parameter optimizer kernels. Optimised: bf16 autocast, channels-last weights and inputs
+(channels_last_3d for the video network, channels_last for the audio one), `torch.compile` of
+the model's forward and loss, Adam's fused kernel, cuDNN autotuning. Every switch works on CPU
+too (so tests cover the code), but the figures that matter are measured on a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class StepMode:
+    name: str
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    fused_optimizer: bool = False
+    cudnn_benchmark: bool = False
+
+    def describe(self) -> str:
+        parts = ["bf16 autocast" if self.bf16 else "fp32"]
+        parts.append("channels-last" if self.channels_last else "default memory format")
+        parts.append("torch.compile" if self.compile else "eager")
+        parts += ["fused Adam"] if self.fused_optimizer else []
+        parts += ["cuDNN autotuning"] if self.cudnn_benchmark else []
+        return ", ".join(parts)
+
+
+BASELINE = StepMode("baseline")
+OPTIMISED = StepMode(
+    "ours", bf16=True, channels_last=True, compile=True, fused_optimizer=True, cudnn_benchmark=True
+)
+
+
+def optimised(device: torch.device) -> StepMode:
+    """`OPTIMISED` for `device`. On CPU without channels-last: there, bf16 autocast with
+    channels-last 3-D convolutions under torch.compile (torch 2.11, inductor) turned the video
+    weights to NaN after one step (seen on this project's CPU machines), and cuDNN is moot."""
+    if device.type == "cuda":
+        return OPTIMISED
+    return replace(OPTIMISED, channels_last=False, cudnn_benchmark=False)
+
+
+def bf16_enabled(precision: str, device: torch.device) -> bool:
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def run_mode(run: Any, device: torch.device) -> StepMode:
+    """The mode a pretraining's `run` section asks for on `device` ("auto": on for CUDA only)."""
+
+    def on(value: Any) -> bool:
+        return device.type == "cuda" if value == "auto" else bool(value)
+
+    bf16 = bf16_enabled(run.precision, device)
+    return StepMode(
+        "configured",
+        bf16=bf16,
+        channels_last=on(run.channels_last),
+        compile=on(run.compile),
+        fused_optimizer=on(run.fused_optimizer),
+        cudnn_benchmark=device.type == "cuda",
+    )
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Video weights channels_last_3d, audio weights channels_last (in place; returns `model`)."""
+    for name, formats in (("video", torch.channels_last_3d), ("audio", torch.channels_last)):
+        part = getattr(model, name, None)
+        if part is not None:
+            part.to(memory_format=formats)
+    return model
+
+
+def inputs_channels_last(
+    v1: torch.Tensor, v2: torch.Tensor, a1: torch.Tensor, a2: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """(B, 3, T, H, W) video and (B, 1, F, S) audio views in the channels-last layouts."""
+    video = [v.contiguous(memory_format=torch.channels_last_3d) for v in (v1, v2)]
+    audio = [a.contiguous(memory_format=torch.channels_last) for a in (a1, a2)]
+    return video[0], video[1], audio[0], audio[1]
+
+
+def prepare(model: nn.Module, mode: StepMode, device: torch.device) -> nn.Module:
+    """Move `model` to `device` in the mode's layout; set cuDNN autotuning. The module itself is
+    returned (its state_dict keys unchanged); compile with `compiled` once DDP has wrapped it."""
+    if mode.cudnn_benchmark and device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model.to(device)
+    return to_channels_last(model) if mode.channels_last else model
+
+
+def compiled(model: nn.Module, mode: StepMode) -> nn.Module:
+    """`torch.compile(model)` when the mode asks for it (the first steps then compile)."""
+    return torch.compile(model) if mode.compile else model
+
+
+def with_mode(mode: StepMode, **changes: Any) -> StepMode:
+    return replace(mode, **changes)

@@ -1,0 +1,143 @@
+"""The optimised pretext step (bf16, channels-last, fused Adam; torch.compile is opt-in) and its
+benchmark, on CPU at test sizes: the figures that matter come from a GPU (docs/performance.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from crisscross.config import apply_overrides, load_config
+from crisscross.trainers.bench import synthetic_batch
+from crisscross.trainers.bench_step import step_flops
+from crisscross.trainers.builders import build_model
+from crisscross.trainers.optim import build_optimizer, set_learning_rates
+from crisscross.trainers.pretext_step import pretext_step
+from crisscross.trainers.step_modes import BASELINE, StepMode, optimised, prepare, run_mode
+from tests.conftest import REPO, TINY_SIZES
+
+QUICKSTART = REPO / "experiments" / "pretext" / "quickstart.yaml"
+TINY = TINY_SIZES
+CPU = torch.device("cpu")
+
+
+def tiny():
+    return load_config(QUICKSTART, TINY)
+
+
+def test_auto_switches_are_on_for_gpus_only():
+    config = tiny()
+    cpu = run_mode(config.run, CPU)
+    assert (cpu.bf16, cpu.channels_last, cpu.fused_optimizer, cpu.compile) == (
+        False,
+        False,
+        False,
+        False,
+    )
+    gpu = run_mode(config.run, torch.device("cuda"))
+    assert (gpu.bf16, gpu.channels_last, gpu.fused_optimizer, gpu.cudnn_benchmark) == (
+        True,
+        True,
+        True,
+        True,
+    )
+    assert not gpu.compile  # opt-in: run.compile
+    forced = run_mode(
+        apply_overrides(config, {"run.compile": True, "run.channels_last": False}).run, CPU
+    )
+    assert forced.compile and not forced.channels_last
+    assert not optimised(CPU).channels_last and optimised(torch.device("cuda")).channels_last
+
+
+def test_channels_last_lays_out_video_3d_and_audio_2d_weights():
+    model = prepare(build_model(tiny()), StepMode("cl", channels_last=True), CPU)
+    video = [p for p in model.video.parameters() if p.dim() == 5]
+    audio = [p for p in model.audio.parameters() if p.dim() == 4]
+    assert video and all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in video)
+    assert audio and all(p.is_contiguous(memory_format=torch.channels_last) for p in audio)
+    assert all(k in build_model(tiny()).state_dict() for k in model.state_dict())  # same keys
+
+
+def _two_steps(mode: StepMode) -> list[dict[str, float]]:
+    config = tiny()
+    torch.manual_seed(0)
+    model = prepare(build_model(config), mode, CPU)
+    optimizer = build_optimizer(model, config.optim, fused=mode.fused_optimizer)
+    batch = synthetic_batch(config, 4)
+    values = []
+    for i in (1, 2):
+        set_learning_rates(optimizer, 100, optim=config.optim, steps_per_epoch=10)
+        values.append(
+            pretext_step(
+                model,
+                batch,
+                optimizer,
+                step=i,
+                device=CPU,
+                bf16=mode.bf16,
+                channels_last=mode.channels_last,
+            )
+        )
+    return values
+
+
+def test_layout_and_fused_adam_change_the_speed_not_the_numbers():
+    """The same weights give the same loss up to the kernels' rounding (channels-last convolutions
+    sum in another order); after an update, only finiteness and progress are comparable: Adam's
+    first step is about lr times the sign of each gradient, which rounding can flip near 0."""
+    base = _two_steps(BASELINE)
+    fast = _two_steps(StepMode("fp32 fast", channels_last=True, fused_optimizer=True))
+    for key in base[0]:
+        assert fast[0][key] == pytest.approx(base[0][key], abs=1e-4), key
+    for values in (base, fast):
+        assert all(torch.isfinite(torch.tensor(v)) for v in values[1].values())
+        assert abs(values[1]["loss"] - values[0]["loss"]) > 1e-3  # the update changed the weights
+
+
+def test_bf16_step_is_finite_and_close_to_fp32():
+    base = _two_steps(BASELINE)
+    half = _two_steps(StepMode("bf16", bf16=True, channels_last=True, fused_optimizer=True))
+    assert half[0]["loss"] == pytest.approx(base[0]["loss"], abs=0.05)  # bf16 rounding only
+    assert all(torch.isfinite(torch.tensor(v)) for v in half[1].values())
+
+
+def test_flops_scale_with_the_batch():
+    config = tiny()
+    assert step_flops(config, 8) == 4 * step_flops(config, 2) > 0
+
+
+def test_bench_train_on_a_device_writes_both_modes_per_batch(run_cli, tmp_path):
+    out, table = tmp_path / "bench.json", tmp_path / "performance.md"
+    sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
+    result = run_cli(
+        "bench", "train", "--device", "cpu", "--experiment", str(QUICKSTART), *sets,
+        "--batches", "2,4", "--steps", "1", "--windows", "1", "--warmup", "1", "--threads", "1",
+        "--no-compile", "--json", str(out), "--markdown", str(table),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert [row["batch"] for row in data["rows"]] == [2, 4]
+    for row in data["rows"]:
+        assert row["flops_per_step"] > 0
+        for mode in ("baseline", "ours"):
+            figures = row[mode]
+            assert figures["samples_per_s"] > 0
+            assert figures["step_s"] == pytest.approx(row["batch"] / figures["samples_per_s"])
+            assert 0 < figures["mfu"] < 1
+        assert row["ratio"] == pytest.approx(
+            row["ours"]["samples_per_s"] / row["baseline"]["samples_per_s"]
+        )
+    assert data["modes"]["ours"] == "bf16 autocast, default memory format, eager, fused Adam"
+    assert data["peak_bf16_matmul_tflops"] > 0 and data["device"] == "cpu"
+    markdown = table.read_text()
+    assert "| batch | baseline samples/s | ours samples/s | ratio |" in markdown
+    assert "Command: `crisscross bench train " in markdown and "Device: cpu" in markdown
+
+
+def test_bench_train_refuses_cuda_without_a_gpu(run_cli):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = run_cli("bench", "train", "--device", "cuda")
+    assert result.exit_code == 2
+    assert "--device cuda: no CUDA device here" in result.output
