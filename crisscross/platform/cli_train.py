@@ -151,7 +151,9 @@ def report(outcome: Outcome) -> str:
     help="With --device: per-device batch sizes, comma-separated.",
 )
 @click.option(
-    "--markdown", type=click.Path(dir_okay=False), help="With --device: write the table here."
+    "--markdown",
+    type=click.Path(dir_okay=False),
+    help="With --device: put the table in this device's section of FILE, keeping the rest.",
 )
 @click.option(
     "--compile/--no-compile",
@@ -224,7 +226,6 @@ def step_benchmark(
 ) -> None:
     """`bench train --device`: baseline against optimised on `device` (paper size by default)."""
     import shlex
-    import sys
 
     import torch
 
@@ -232,6 +233,7 @@ def step_benchmark(
         StepBenchSpec,
         performance_markdown,
         run_step_benchmark,
+        write_markdown_section,
     )
 
     if device == "cuda" and not torch.cuda.is_available():
@@ -254,14 +256,19 @@ def step_benchmark(
         compile=compile,
     )
     results = run_step_benchmark(spec)
-    command = "crisscross bench train " + shlex.join(sys.argv[3:] if len(sys.argv) > 3 else [])
-    table = performance_markdown(results, command.strip())
+    command = ["crisscross", "bench", "train", "--device", device]
+    if experiment:
+        command += ["--experiment", experiment]
+    command += [a for s in sets for a in ("--set", s)]
+    command += ["--batches", batches, "--steps", str(steps), "--windows", str(windows)]
+    command += ["--warmup", str(warmup)] + (["--threads", str(threads)] if threads else [])
+    command += ["--compile" if compile else "--no-compile"]
+    table = performance_markdown(results, shlex.join(command))
     click.echo(table)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(results, indent=2) + "\n")
         click.echo(f"wrote {json_path}")
     if markdown:
-        Path(markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(markdown).write_text(table + "\n")
-        click.echo(f"wrote {markdown}")
+        write_markdown_section(Path(markdown), results["device"], table)
+        click.echo(f"wrote the {results['device']} section of {markdown}")

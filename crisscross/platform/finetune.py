@@ -132,7 +132,9 @@ def fit_fold(job: FinetuneJob, storage: str, run_id: str) -> dict[str, Any]:
     return trainer.fit().return_value
 
 
-@ray.remote(num_cpus=0)
+# max_calls=1: the worker process exits after its split, and with it the Train controller
+# actor it owns (an idle pooled worker would keep that actor, about 1 GB, alive until Ray ends)
+@ray.remote(num_cpus=0, max_calls=1)
 def _fit_remote(job: FinetuneJob, storage: str, run_id: str) -> dict[str, Any]:
     return fit_fold(job, storage, run_id)
 

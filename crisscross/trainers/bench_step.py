@@ -13,6 +13,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,6 +39,17 @@ class StepBenchSpec:
     warmup: int = 5  # includes torch.compile's compilation in the optimised mode
     threads: int | None = None  # CPU only: torch threads
     compile: bool = True  # torch.compile in the optimised mode (minutes of compiling on a CPU)
+
+
+def cpu_name() -> str:
+    """ "cpu (<model name from /proc/cpuinfo>)" where Linux says, else "cpu"."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"cpu ({line.split(':', 1)[1].strip()})"
+    except OSError:
+        pass
+    return "cpu"
 
 
 def _sync(device: torch.device) -> None:
@@ -156,7 +168,7 @@ def run_step_benchmark(spec: StepBenchSpec) -> dict[str, Any]:
         default=math.nan,
     )
     return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "torch": torch.__version__,
         "modes": {m.name: m.describe() for m in (BASELINE, ours_mode)},
         "peak_bf16_matmul_tflops": peak / 1e12,
@@ -205,7 +217,7 @@ def performance_markdown(results: dict[str, Any], command: str) -> str:
     return "\n".join(
         [
             f"Device: {results['device']}, torch {results['torch']}; measured bf16 matmul peak "
-            f"{results['peak_bf16_matmul_tflops']:.1f} TFLOP/s.",
+            f"{results['peak_bf16_matmul_tflops']:.3g} TFLOP/s.",
             f"Baseline: {results['modes'][BASELINE.name]}. Ours: {results['modes']['ours']}.",
             f"Command: `{command}`",
             "",
@@ -215,3 +227,28 @@ def performance_markdown(results: dict[str, Any], command: str) -> str:
             f"best): {speedup:.2f}x (goal >= {results['goal_speedup']:.0f}x).",
         ]
     )
+
+
+def section_markers(device_name: str) -> tuple[str, str]:
+    """The comment lines around one device's table in docs/performance.md."""
+    return (
+        f"<!-- bench train --device: {device_name} -->",
+        f"<!-- end bench train --device: {device_name} -->",
+    )
+
+
+def write_markdown_section(path: Path, device_name: str, table: str) -> None:
+    """Put `table` between this device's markers in `path`: replaced where they are, appended
+    as a new section where they are not; the rest of the file is kept as written."""
+    start, end = section_markers(device_name)
+    block = f"{start}\n{table.rstrip()}\n{end}"
+    text = path.read_text() if path.exists() else ""
+    if start in text and end in text.split(start, 1)[1]:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1]
+        text = before + block + after
+    else:
+        heading = f"## {device_name}"
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + f"{heading}\n\n{block}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -6,6 +6,7 @@ import csv
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,13 @@ def _split_file_names(root: Path, pattern: str) -> set[str]:
     }
 
 
+def _alive_train_controllers() -> int:
+    from ray._private.state import actors  # the GCS's table: needs no dashboard
+
+    alive = actors(actor_state_name="ALIVE").values()
+    return sum("TrainController" in actor["ActorClassName"] for actor in alive)
+
+
 def test_finetune_all_splits_side_by_side_logs_per_split_results(
     local_ray, synthetic, store, tmp_path, run_cli, monkeypatch
 ):
@@ -72,6 +80,7 @@ def test_finetune_all_splits_side_by_side_logs_per_split_results(
             return remote.remote(job, *args)
 
     monkeypatch.setattr(finetune_module, "_fit_remote", Spy)
+    controllers_before = _alive_train_controllers()
     result = run_cli(
         "finetune", str(FINETUNE), "--pretrained", store["run_id"], "--root", str(root),
         "--fold", "all", "--set", "data.crop_size=32", "--set", "data.frames=4",
@@ -80,6 +89,11 @@ def test_finetune_all_splits_side_by_side_logs_per_split_results(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "side by side" in result.output
+    # the splits' Train controllers end with their tasks, not with the Ray session
+    deadline = time.monotonic() + 30
+    while _alive_train_controllers() > controllers_before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _alive_train_controllers() == controllers_before
     # what reached training: no video of the split's test list
     assert [job.fold for job in seen_jobs] == [1, 2, 3]
     for job in seen_jobs:
