@@ -41,12 +41,15 @@ OPTIMISED = StepMode(
 
 
 def optimised(device: torch.device) -> StepMode:
-    """`OPTIMISED` for `device`. On CPU without channels-last: there, bf16 autocast with
-    channels-last 3-D convolutions under torch.compile (torch 2.11, inductor) turned the video
-    weights to NaN after one step (seen on this project's CPU machines), and cuDNN is moot."""
+    """`OPTIMISED` for `device`. On CPU: fp32 and the default memory format, fused Adam and
+    (if asked) torch.compile. With torch 2.11 on this project's CPU machines, bf16 autocast gave
+    non-finite weight gradients in the paper-size video network after one step (the backward of
+    a (3,1,1) temporal convolution, 256 -> 576 channels, over 2 frames), and channels-last 3-D
+    convolutions with bf16 under torch.compile turned the tiny model's video weights to NaN;
+    a CPU has no fast bf16 path for these convolutions anyway, and cuDNN is moot there."""
     if device.type == "cuda":
         return OPTIMISED
-    return replace(OPTIMISED, channels_last=False, cudnn_benchmark=False)
+    return replace(OPTIMISED, bf16=False, channels_last=False, cudnn_benchmark=False)
 
 
 def bf16_enabled(precision: str, device: torch.device) -> bool:

@@ -10,7 +10,7 @@ import torch
 
 from crisscross.config import apply_overrides, load_config
 from crisscross.trainers.bench import synthetic_batch
-from crisscross.trainers.bench_step import step_flops, write_markdown_section
+from crisscross.trainers.bench_step import performance_markdown, step_flops, write_markdown_section
 from crisscross.trainers.builders import build_model
 from crisscross.trainers.optim import build_optimizer, set_learning_rates
 from crisscross.trainers.pretext_step import pretext_step
@@ -48,6 +48,7 @@ def test_auto_switches_are_on_for_gpus_only():
     )
     assert forced.compile and not forced.channels_last
     assert not optimised(CPU).channels_last and optimised(torch.device("cuda")).channels_last
+    assert not optimised(CPU).bf16 and optimised(torch.device("cuda")).bf16
 
 
 def test_channels_last_lays_out_video_3d_and_audio_2d_weights():
@@ -128,8 +129,9 @@ def test_bench_train_on_a_device_writes_both_modes_per_batch(run_cli, tmp_path):
         assert row["ratio"] == pytest.approx(
             row["ours"]["samples_per_s"] / row["baseline"]["samples_per_s"]
         )
-    assert data["modes"]["ours"] == "bf16 autocast, default memory format, eager, fused Adam"
-    assert data["peak_bf16_matmul_tflops"] > 0 and data["device"].startswith("cpu")
+    assert data["modes"]["ours"] == "fp32, default memory format, eager, fused Adam"
+    assert data["peak_matmul_tflops"] > 0 and data["peak_matmul_dtype"] in ("bf16", "fp32")
+    assert data["device"].startswith("cpu")
     markdown = table.read_text()
     assert "| batch | baseline samples/s | ours samples/s | ratio |" in markdown
     assert "Command: `crisscross bench train --device cpu --experiment " in markdown
@@ -156,3 +158,22 @@ def test_bench_train_refuses_cuda_without_a_gpu(run_cli):
     result = run_cli("bench", "train", "--device", "cuda")
     assert result.exit_code == 2
     assert "--device cuda: no CUDA device here" in result.output
+
+
+def test_table_says_when_ours_has_no_timed_result():
+    failed = {"error": "non-finite loss at step 1"}
+    results = {
+        "device": "cpu",
+        "torch": torch.__version__,
+        "peak_matmul_dtype": "fp32",
+        "peak_matmul_tflops": 0.1,
+        "modes": {"baseline": "fp32", "ours": "bf16"},
+        "rows": [{"batch": 2, "baseline": {"samples_per_s": 1.0, "step_s": 2.0}, "ours": failed}],
+        "best_batch": None,
+        "speedup": float("nan"),
+        "goal_speedup": 2.0,
+    }
+    table = performance_markdown(results, "crisscross bench train --device cpu")
+    assert "| 2 | 1.0 | NaN | - |" in table
+    assert "Speed-up: none to state, ours gave no timed result at any batch size." in table
+    assert "nan" not in table.lower().replace("| nan |", "")
