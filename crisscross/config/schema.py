@@ -133,7 +133,7 @@ class DataConfig(Section):
     short_side: int = Field(128, ge=16)
     """Frames are resized to this short side while decoding; the crop is taken from them."""
     decode_workers: int = Field(2, ge=1)
-    """Ray Data decode actors feeding each training worker (each decodes and augments samples)."""
+    """Ray Data decode actors feeding each training worker (augment_on: what else they do)."""
     decode_cpus: float = Field(1.0, gt=0.0)
     """CPUs reserved per decode actor."""
     decode_memory_mb: int | None = Field(None, ge=64)
@@ -142,6 +142,10 @@ class DataConfig(Section):
     """Samples per decode task."""
     decode_threads: int = Field(1, ge=1)
     """FFmpeg threads per decode; 1 keeps many actors from oversubscribing the CPUs."""
+    augment_on: Literal["device", "decode"] = "device"
+    """Where the colour jitter, blur, cutout and audio log-mel and its augmentations run:
+    "device" batched on the training device (the decode actors only decode, crop and draw the
+    random parameters), "decode" in the decode actors. Both give the same samples."""
 
 
 class AugmentConfig(Section):

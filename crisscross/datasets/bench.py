@@ -5,12 +5,18 @@ On a synthetic Kinetics-like corpus (10 s clips, 340x256, 25 fps H.264 with a ke
   decode_limit  PyAV decoding exactly the packets the samples need, nothing else, one process;
   (decode_convert, a diagnostic: the same, plus RGB conversion and 16 kHz mono resampling, as
    read_clip does it: the gap to sample_fn is the augmentation and log-mel, one process);
-  sample_fn     our full per-sample function, one process;
+  sample_fn     our full per-sample function, one process, as the pipeline runs it (by default
+                augmentation on the training device: decode, crop, flip, draw the parameters);
   ray_data      the Ray Data pipeline with N decode actors;
   dataloader    a torch DataLoader with N workers over the same function;
-  naive         decode the whole file, then slice, then the same augmentation, one process;
-  prepared      the full per-sample function on the prepared copy, one process.
-Multi-worker figures are timed from the first batch to the last (actor and worker start-up apart).
+  naive         decode the whole file, then slice, then the same per-sample work, one process;
+  prepared      the full per-sample function on the prepared copy (H.264), one process;
+  prepared_frames  the same on the prepared copy that stores decoded frames.
+Diagnostics: sample_fn_augment_on_decode (the function with every augmentation in the decode
+worker, `data.augment_on: decode`) and device_augment_cpu (samples/s of finishing sample_fn's
+batches, `DeviceAugment`, on this CPU with one thread: the work the device takes over).
+The single-process figures are measured interleaved, one sample of each in turn. Multi-worker
+figures are timed from the first batch to the last (actor and worker start-up apart).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +36,7 @@ import numpy as np
 import ray
 import torch
 
-from crisscross.datasets.decode import AUDIO_PREROLL, _to_rgb, read_clip
+from crisscross.datasets.decode import AUDIO_PREROLL, _to_rgb, read_clip, set_decoder_threads
 from crisscross.datasets.manifest import build_manifest
 from crisscross.datasets.pipeline import (
     DecodeResources,
@@ -42,8 +48,8 @@ from crisscross.datasets.pipeline import (
     pretext_epoch,
     usable_rows,
 )
-from crisscross.datasets.prepare import PrepareSpec, prepare_dataset
-from crisscross.datasets.samples import ClipSpec, PretextSample, sample_generators
+from crisscross.datasets.prepare import VIDEO_FORMATS, PrepareSpec, prepare_dataset
+from crisscross.datasets.samples import ClipSpec, DeviceAugment, PretextSample, sample_generators
 from crisscross.datasets.sampling import Windows, frame_times, pretext_windows
 from crisscross.datasets.synth import SynthSpec, synthesize
 
@@ -53,6 +59,7 @@ GOALS = {
     "ray_vs_dataloader": 0.9,
     "sample_vs_naive": 3.0,
     "prepared_vs_raw": 10.0,
+    "prepared_frames_vs_raw": 10.0,  # the same goal, for the frames copy
 }
 RSS_GOAL_MIB = 1024.0
 
@@ -72,6 +79,7 @@ class DataBenchSpec:
     naive_samples: int = 12
     workers: int = 2
     batch_size: int = 8
+    rows_per_task: int = 8  # samples per Ray Data decode task (the pipeline's default)
     seed: int = 0
 
 
@@ -83,37 +91,63 @@ def run_data_benchmark(
     torch.set_num_threads(1)  # one process, one core: the single-process figures compare fairly
     workdir = Path(workdir)
     corpus, rows = _corpus(spec, workdir)
-    figures: dict[str, float] = {}
-    sample = PretextSample(clip, seed=spec.seed)
-    figures["decode_limit"] = _rate(
-        rows, spec.samples, lambda row, i: _decode_limit(row, i, clip, spec.seed)
-    )
-    figures["decode_convert"] = _rate(
-        rows, spec.samples, lambda row, i: _decode_convert(row, i, clip, spec.seed)
-    )
-    figures["sample_fn"] = _rate(rows, spec.samples, lambda row, i: sample(row, epoch=0, index=i))
-    figures["naive"] = _rate(rows, spec.naive_samples, lambda row, i: _naive(row, i, sample))
     if not ray.is_initialized():
         ray.init(num_cpus=max(spec.workers, 1), configure_logging=False, log_to_driver=False)
+    copies = {
+        video_format: epoch_order(
+            usable_rows(
+                prepare_dataset(
+                    "kinetics400",
+                    str(corpus),
+                    str(workdir / f"prepared-{video_format}"),
+                    spec=PrepareSpec(
+                        short_side=clip.short_side, fps=clip.fps, video_format=video_format
+                    ),
+                ).manifest,
+                clip,
+            ),
+            seed=spec.seed,
+            epoch=0,
+        ).to_pylist()
+        for video_format in VIDEO_FORMATS
+    }
+    sample = PretextSample(clip, seed=spec.seed)
+    on_decode = PretextSample(replace(clip, augment_on="decode"), seed=spec.seed)
+    finish = DeviceAugment(clip)
+    batches = _device_batches(sample, rows, spec)
+    figures = _side_by_side(
+        {
+            "decode_limit": (rows, spec.samples, lambda r, i: _decode_limit(r, i, clip, spec.seed)),
+            "decode_convert": (
+                rows,
+                spec.samples,
+                lambda r, i: _decode_convert(r, i, clip, spec.seed),
+            ),
+            "sample_fn": (rows, spec.samples, lambda r, i: sample(r, epoch=0, index=i)),
+            "sample_fn_augment_on_decode": (
+                rows,
+                spec.samples,
+                lambda r, i: on_decode(r, epoch=0, index=i),
+            ),
+            "naive": (rows, spec.naive_samples, lambda r, i: _naive(r, i, sample)),
+            "prepared": (copies["h264"], spec.samples, lambda r, i: sample(r, epoch=0, index=i)),
+            "prepared_frames": (
+                copies["frames"],
+                spec.samples,
+                lambda r, i: sample(r, epoch=0, index=i),
+            ),
+        }
+    )
+    if batches:  # samples/s of finishing sample_fn's batches on this CPU, one thread
+        figures["device_augment_cpu"] = _batch_rate(batches, finish)
     figures["ray_data"], peak_rss = _ray_data(corpus, spec, clip)
     figures["dataloader"] = _dataloader(rows, spec, sample)
-    prepared = prepare_dataset(
-        "kinetics400",
-        str(corpus),
-        str(workdir / "prepared"),
-        spec=PrepareSpec(short_side=clip.short_side, fps=clip.fps),
-    )
-    prepared_rows = epoch_order(
-        usable_rows(prepared.manifest, clip), seed=spec.seed, epoch=0
-    ).to_pylist()
-    figures["prepared"] = _rate(
-        prepared_rows, spec.samples, lambda row, i: sample(row, epoch=0, index=i)
-    )
     ratios = {
         "sample_vs_limit": figures["sample_fn"] / figures["decode_limit"],
         "ray_vs_dataloader": figures["ray_data"] / figures["dataloader"],
         "sample_vs_naive": figures["sample_fn"] / figures["naive"],
         "prepared_vs_raw": figures["prepared"] / figures["sample_fn"],
+        "prepared_frames_vs_raw": figures["prepared_frames"] / figures["sample_fn"],
     }
     return {
         **figures,
@@ -130,6 +164,47 @@ def run_data_benchmark(
             "av": av.__version__,
         },
     }
+
+
+def _side_by_side(
+    work: dict[str, tuple[list[dict[str, Any]], int, Callable[[dict[str, Any], int], Any]]],
+) -> dict[str, float]:
+    """Samples/s of each single-process reader, measured interleaved (one sample of each in
+    turn), so that a noisy neighbour slows them all alike instead of whichever ran then."""
+    spent = dict.fromkeys(work, 0.0)
+    for rows, _, fn in work.values():
+        fn(rows[0], 0)  # warm-up: imports, codec and filter-bank set-up
+    for i in range(max(count for _, count, _ in work.values())):
+        for name, (rows, count, fn) in work.items():
+            if i < count:
+                start = time.perf_counter()
+                fn(rows[i % len(rows)], i)
+                spent[name] += time.perf_counter() - start
+    return {name: work[name][1] / spent[name] for name in work}
+
+
+def _device_batches(
+    sample: PretextSample, rows: list[dict[str, Any]], spec: DataBenchSpec
+) -> list[dict[str, torch.Tensor]]:
+    """A few batches of sample_fn's output (when it leaves augmentation to the device)."""
+    if sample.spec.augment_on != "device":
+        return []
+    items = [sample(rows[i % len(rows)], epoch=0, index=i) for i in range(2 * spec.batch_size)]
+    return [
+        {k: torch.from_numpy(np.stack([item[k] for item in chunk])) for k in chunk[0]}
+        for chunk in (items[: spec.batch_size], items[spec.batch_size :])
+    ]
+
+
+def _batch_rate(batches: list[dict[str, torch.Tensor]], finish: DeviceAugment) -> float:
+    cpu = torch.device("cpu")
+    finish(batches[0], cpu)  # warm-up
+    start, count = time.perf_counter(), 0
+    for _ in range(3):
+        for batch in batches:
+            finish(batch, cpu)
+            count += len(batch["v1"])
+    return count / (time.perf_counter() - start)
 
 
 def _corpus(spec: DataBenchSpec, workdir: Path) -> tuple[Path, list[dict[str, Any]]]:
@@ -156,16 +231,6 @@ def _corpus(spec: DataBenchSpec, workdir: Path) -> tuple[Path, list[dict[str, An
     return root, rows
 
 
-def _rate(
-    rows: list[dict[str, Any]], count: int, work: Callable[[dict[str, Any], int], Any]
-) -> float:
-    work(rows[0], 0)  # warm-up: imports, codec and filter-bank set-up
-    start = time.perf_counter()
-    for i in range(count):
-        work(rows[i % len(rows)], i)
-    return count / (time.perf_counter() - start)
-
-
 def _windows(row: dict[str, Any], index: int, clip: ClipSpec, seed: int) -> Windows:
     rng, _ = sample_generators(seed, 0, index)
     return pretext_windows(
@@ -184,6 +249,7 @@ def _decode_limit(row: dict[str, Any], index: int, clip: ClipSpec, seed: int) ->
     audio_end = max(w.a1, w.a2) + clip.audio_seconds
     with av.open(row["path"]) as container:
         stream = container.streams.video[0]
+        set_decoder_threads(stream, clip.decode_threads)  # as ours: one core
         container.seek(int(min(w.v1, w.v2) / stream.time_base), stream=stream, backward=True)
         for frame in container.decode(stream):
             if frame.time is not None and frame.time >= video_end:
@@ -210,9 +276,11 @@ def _decode_convert(row: dict[str, Any], index: int, clip: ClipSpec, seed: int) 
 
 
 def _naive(row: dict[str, Any], index: int, sample: PretextSample) -> dict[str, np.ndarray]:
-    """Decode the whole file (every frame to RGB, all audio to 16 kHz), then slice and augment."""
+    """Decode the whole file (every frame to RGB, all audio to 16 kHz), slice, then the same
+    per-sample work as sample_fn on the slices."""
     clip = sample.spec
     with av.open(row["path"]) as container:
+        set_decoder_threads(container.streams.video[0], clip.decode_threads)
         frames = [(f.time, _to_rgb(f, clip.short_side)) for f in container.decode(video=0)]
         container.seek(0)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=clip.sample_rate)
@@ -225,19 +293,16 @@ def _naive(row: dict[str, Any], index: int, sample: PretextSample) -> dict[str, 
     times = np.array([t for t, _ in frames])
     w = _windows(row, index, clip, sample.seed)
     _, g = sample_generators(sample.seed, 0, index)
-    out = {}
-    for name, start in (("v1", w.v1), ("v2", w.v2)):
-        picks = [
-            max(int(np.searchsorted(times, t + 1e-6)) - 1, 0)
-            for t in frame_times(start, clip.frames, clip.fps)
-        ]
-        video = torch.from_numpy(np.stack([frames[i][1] for i in picks])).permute(0, 3, 1, 2)
-        out[name] = sample.video_aug(video, g).numpy()
-    for name, start in (("a1", w.a1), ("a2", w.a2)):
-        first = round(start * clip.sample_rate)
-        piece = wave[first : first + round(clip.audio_seconds * clip.sample_rate)]
-        out[name] = sample.audio_aug(torch.from_numpy(np.ascontiguousarray(piece)), g).numpy()
-    return out
+    picks = [
+        max(int(np.searchsorted(times, t + 1e-6)) - 1, 0)
+        for start in (w.v1, w.v2)
+        for t in frame_times(start, clip.frames, clip.fps)
+    ]
+    length = round(clip.audio_seconds * clip.sample_rate)
+    waves = [
+        np.ascontiguousarray(wave[round(s * clip.sample_rate) :][:length]) for s in (w.a1, w.a2)
+    ]
+    return sample.views(np.stack([frames[i][1] for i in picks]), waves, g)
 
 
 def _ray_data(corpus: Path, spec: DataBenchSpec, clip: ClipSpec) -> tuple[float, float]:
@@ -252,7 +317,7 @@ def _ray_data(corpus: Path, spec: DataBenchSpec, clip: ClipSpec) -> tuple[float,
         epoch=0,
         seed=spec.seed,
         repeats=repeats,
-        resources=DecodeResources(workers=spec.workers, rows_per_task=4),
+        resources=DecodeResources(workers=spec.workers, rows_per_task=spec.rows_per_task),
         failure_log=failure_log,
     )
     rate = _steady_rate(iter_batches(data, spec.batch_size, drop_last=False))
@@ -291,7 +356,7 @@ def _steady_rate(batches) -> float:
 
 def report(results: dict[str, Any]) -> str:
     """A readable table of the figures and the ratios against their goals."""
-    lines = [f"{'reader':<14}{'samples/s':>12}"]
+    lines = [f"{'reader':<28}{'samples/s':>12}"]
     for name in (
         "decode_limit",
         "decode_convert",
@@ -300,16 +365,20 @@ def report(results: dict[str, Any]) -> str:
         "dataloader",
         "naive",
         "prepared",
+        "prepared_frames",
+        "sample_fn_augment_on_decode",
+        "device_augment_cpu",
     ):
-        lines.append(f"{name:<14}{results[name]:>12.1f}")
+        if name in results:
+            lines.append(f"{name:<28}{results[name]:>12.1f}")
     lines.append("")
-    lines.append(f"{'ratio':<20}{'measured':>10}{'goal':>8}  met")
+    lines.append(f"{'ratio':<30}{'measured':>10}{'goal':>8}  met")
     for name, value in results["ratios"].items():
         goal = GOALS[name]
-        lines.append(f"{name:<20}{value:>10.2f}{goal:>8.1f}  {'yes' if value >= goal else 'NO'}")
+        lines.append(f"{name:<30}{value:>10.2f}{goal:>8.1f}  {'yes' if value >= goal else 'NO'}")
     rss = results["peak_rss_mib_per_worker"]
     met = "yes" if rss <= RSS_GOAL_MIB else "NO"
-    lines.append(f"{'peak RSS/worker MiB':<20}{rss:>10.0f}{RSS_GOAL_MIB:>8.0f}  {met}  (at most)")
+    lines.append(f"{'peak RSS/worker MiB':<30}{rss:>10.0f}{RSS_GOAL_MIB:>8.0f}  {met}  (at most)")
     return "\n".join(lines)
 
 

@@ -27,7 +27,6 @@ from crisscross.datasets.samples import ClipSpec, PretextSample
 from crisscross.datasets.sampling import required_seconds
 
 log = logging.getLogger(__name__)
-VIEWS = ("v1", "v2", "a1", "a2")
 NAMESPACE = "crisscross"
 
 
@@ -135,7 +134,8 @@ class PretextDecoder:
         self.failures = ray.get_actor(failure_log, namespace=NAMESPACE) if failure_log else None
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        views: dict[str, list[np.ndarray]] = {name: [] for name in VIEWS}
+        empty = self.sample.empty()  # every array a sample holds, at zero samples
+        views: dict[str, list[np.ndarray]] = {name: [] for name in empty}
         kept: list[int] = []
         for i in range(len(batch["path"])):
             row = {key: batch[key][i] for key in batch}
@@ -144,13 +144,13 @@ class PretextDecoder:
             except (DecodeError, ValueError) as exc:
                 self._record(Failure(str(row["path"]), str(exc), int(row["epoch"])))
                 continue
-            for name in VIEWS:
+            for name in views:
                 views[name].append(out[name])
             kept.append(int(row["index"]))
         if self.failures is not None:  # ru_maxrss is in KiB on Linux
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             self.failures.note_rss.remote(os.getpid(), peak)
-        out = {name: _stack(arrays, self.sample.spec, name) for name, arrays in views.items()}
+        out = {name: np.stack(arrays) if arrays else empty[name] for name, arrays in views.items()}
         return out | {"index": np.asarray(kept, np.int64)}  # which rows a batch holds (resume)
 
     def _record(self, failure: Failure) -> None:
@@ -159,18 +159,6 @@ class PretextDecoder:
             ray.get(
                 self.failures.record.remote(failure)
             )  # synchronous: counted before the epoch ends
-
-
-def _stack(arrays: list[np.ndarray], spec: ClipSpec, name: str) -> np.ndarray:
-    if arrays:
-        return np.stack(arrays)
-    frames = spec.audio_seconds * spec.sample_rate // 160 + 1
-    shape = (
-        (0, spec.frames, 3, spec.crop_size, spec.crop_size)
-        if name[0] == "v"
-        else (0, 1, spec.n_mels, int(frames))
-    )
-    return np.zeros(shape, np.uint8 if name[0] == "v" else np.float32)
 
 
 @dataclass
@@ -226,8 +214,9 @@ def epoch_dataset(
 def iter_batches(
     data: EpochData, batch_size: int, *, drop_last: bool = True
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Fixed-shape torch batches: v1/v2 uint8 (B, T, 3, H, W), a1/a2 float32 (B, 1, F, S),
-    and `index` (B,), the epoch-row numbers of the samples."""
+    """Fixed-shape torch batches: v1/v2 uint8 (B, T, 3, H, W); a1/a2 float32 (B, 1, F, S), or
+    with `augment_on: device` waveforms (B, samples) and each view's draws `<view>_aug`; and
+    `index` (B,), the epoch-row numbers of the samples."""
     yield from data.dataset.iter_torch_batches(
         batch_size=batch_size, drop_last=drop_last, device="cpu"
     )

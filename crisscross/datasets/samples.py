@@ -3,6 +3,12 @@
 A sample is fixed by (seed, epoch, index). The same functions serve the Ray Data pipeline, the
 torch Dataset and the benchmark. Video comes out as uint8 (T, 3, H, W) per clip (normalised on
 the training device), audio as a float32 (1, F, T) log-mel.
+
+Pretraining augments where `ClipSpec.augment_on` says. "decode": the decode worker does it all.
+"device" (the default): the decode worker does only what fixes the shapes (crop, resize, flip) and
+draws every other decision into a parameter vector per view (`<view>_aug`), the audio views stay
+16 kHz waveforms, and `DeviceAugment` finishes the batch on the training device. Both draw the
+same numbers in the same order from the same generator, so they give the same sample.
 """
 
 from __future__ import annotations
@@ -22,7 +28,12 @@ from crisscross.datasets.transforms import (
     VideoAugment,
     eval_clip,
     log_mel,
+    normalize,
 )
+from crisscross.datasets.transforms.audio import spectrogram_frames
+from crisscross.datasets.transforms.video import PHOTO, photometric
+
+AUGMENT_ON = ("decode", "device")
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,11 @@ class ClipSpec:
     short_side: int = 128  # decode-time resize: the crop's canvas
     decode_threads: int = 1
     augment: AugmentStrength = field(default_factory=AugmentStrength)  # augmentation knobs
+    augment_on: str = "device"  # "decode" or "device": where colour, blur, cutout, log-mel run
+
+    def __post_init__(self) -> None:
+        if self.augment_on not in AUGMENT_ON:
+            raise ValueError(f"augment_on must be one of {AUGMENT_ON}, not {self.augment_on!r}")
 
     @property
     def video_seconds(self) -> float:
@@ -47,11 +63,11 @@ class ClipSpec:
 
 def sample_generators(
     seed: int, epoch: int, index: int
-) -> tuple[np.random.Generator, torch.Generator]:
-    """Independent numpy (window) and torch (augmentation) generators for one sample."""
+) -> tuple[np.random.Generator, np.random.Generator]:
+    """Independent generators for one sample: windows and clips, augmentation. numpy's: a draw
+    costs about a tenth of a torch generator's, and a sample makes some 40 of them."""
     rng = np.random.default_rng([seed, epoch, index])
-    g = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    return rng, g
+    return rng, np.random.default_rng(rng.integers(2**62))
 
 
 @dataclass
@@ -93,21 +109,90 @@ class PretextSample:
             audio = [
                 read_npy_audio(audio_path, s, n, sample_rate=spec.sample_rate) for s, n in spans
             ]
+        return self.views(frames, audio, g)
+
+    def views(
+        self, frames: np.ndarray, audio: list[np.ndarray], g: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        """The four views from the decoded frames (2T, H, W, 3) of both windows and the two
+        waveforms, drawing from `g` (after the windows were drawn)."""
+        spec = self.spec
         clips = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (2T, 3, H, W)
         views = {}
+        deferred = self.augment and spec.augment_on == "device"
         for name, clip in (("v1", clips[: spec.frames]), ("v2", clips[spec.frames :])):
-            views[name] = (
-                self.video_aug(clip, g) if self.augment else eval_clip(clip, spec.crop_size)
-            ).numpy()
+            if deferred:
+                views[name] = self.video_aug.geometry(clip, g).numpy()
+                views[f"{name}_aug"] = self.video_aug.draw(g).numpy()
+            elif self.augment:
+                views[name] = self.video_aug(clip, g).numpy()
+            else:
+                views[name] = eval_clip(clip, spec.crop_size).numpy()
         for name, wave in (("a1", audio[0]), ("a2", audio[1])):
             wave_t = torch.from_numpy(wave)
-            spec_img = (
-                self.audio_aug(wave_t, g)
-                if self.augment
-                else log_mel(wave_t, sample_rate=spec.sample_rate, n_mels=spec.n_mels)
-            )
-            views[name] = spec_img.numpy()
+            if deferred:
+                views[name] = wave
+                views[f"{name}_aug"] = self.audio_aug.draw(
+                    g, frames=spectrogram_frames(len(wave))
+                ).numpy()
+            elif self.augment:
+                views[name] = self.audio_aug(wave_t, g).numpy()
+            else:
+                views[name] = log_mel(
+                    wave_t, sample_rate=spec.sample_rate, n_mels=spec.n_mels
+                ).numpy()
         return views
+
+    def empty(self) -> dict[str, np.ndarray]:
+        """Zero samples of every array `__call__` returns, with their shapes and dtypes."""
+        spec = self.spec
+        video = np.zeros((0, spec.frames, 3, spec.crop_size, spec.crop_size), np.uint8)
+        samples = round(spec.audio_seconds * spec.sample_rate)
+        if self.augment and spec.augment_on == "device":
+            audio_params = 1 + 2 * (self.audio_aug.freq_masks + self.audio_aug.time_masks) + 4
+            views = {
+                "v1": video,
+                "v1_aug": np.zeros((0, len(PHOTO)), np.float32),
+                "v2": video,
+                "v2_aug": np.zeros((0, len(PHOTO)), np.float32),
+                "a1": np.zeros((0, samples), np.float32),
+                "a1_aug": np.zeros((0, audio_params), np.float32),
+            }
+            return views | {"a2": views["a1"], "a2_aug": views["a1_aug"]}
+        audio = np.zeros((0, 1, spec.n_mels, spectrogram_frames(samples)), np.float32)
+        return {"v1": video, "v2": video, "a1": audio, "a2": audio}
+
+
+@dataclass
+class DeviceAugment:
+    """Finish a batch of samples made with `augment_on: device`, on the training device:
+    colour jitter, grayscale, blur, cutout and normalisation of the video views, log-mel,
+    volume, masks and random resized crop of the audio views, each by its sample's draws."""
+
+    spec: ClipSpec = field(default_factory=ClipSpec)
+
+    def __post_init__(self) -> None:
+        self.audio_aug = self.spec.augment.audio(
+            sample_rate=self.spec.sample_rate, n_mels=self.spec.n_mels
+        )
+
+    def __call__(
+        self, batch: Mapping[str, torch.Tensor], device: torch.device
+    ) -> tuple[torch.Tensor, ...]:
+        """Model inputs (v1, v2, a1, a2): video (B, 3, T, H, W), audio (B, 1, F, S) float."""
+        video = [
+            normalize(
+                photometric(batch[k].to(device, non_blocking=True), batch[f"{k}_aug"].to(device))
+            )
+            for k in ("v1", "v2")
+        ]
+        audio = [
+            self.audio_aug.apply(
+                batch[k].to(device, non_blocking=True).float(), batch[f"{k}_aug"].to(device)
+            )
+            for k in ("a1", "a2")
+        ]
+        return video[0], video[1], audio[0], audio[1]
 
 
 @dataclass

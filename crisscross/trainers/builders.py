@@ -49,6 +49,7 @@ def clip_spec(config: ExperimentConfig) -> ClipSpec:
         sampling=d.sampling,
         short_side=d.short_side,
         decode_threads=d.decode_threads,
+        augment_on=d.augment_on,
         augment=AugmentStrength(**config.augment.model_dump()),
     )
 

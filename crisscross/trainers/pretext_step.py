@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import torch
 import torch.distributed as dist
 
+from crisscross.datasets.samples import DeviceAugment
 from crisscross.datasets.transforms import normalize
 from crisscross.trainers.optim import LARC
 from crisscross.trainers.step_modes import inputs_channels_last
@@ -23,9 +24,19 @@ class NonFiniteLossError(RuntimeError):
 
 
 def to_model_inputs(
-    batch: Mapping[str, torch.Tensor], device: torch.device
+    batch: Mapping[str, torch.Tensor],
+    device: torch.device,
+    augment: DeviceAugment | None = None,
 ) -> tuple[torch.Tensor, ...]:
-    """uint8 video (B, T, 3, H, W) and float audio (B, 1, F, S) -> normalised (v1, v2, a1, a2)."""
+    """uint8 video (B, T, 3, H, W) and float audio (B, 1, F, S) -> normalised (v1, v2, a1, a2);
+    a batch made with `augment_on: device` is finished by `augment` on the device."""
+    if "v1_aug" in batch:
+        if augment is None:
+            raise ValueError(
+                "the batch holds views to augment on the device (data.augment_on: device), "
+                "but no DeviceAugment was given to finish them"
+            )
+        return augment(batch, device)
     video = [normalize(batch[k].to(device, non_blocking=True)) for k in ("v1", "v2")]
     audio = [batch[k].to(device, non_blocking=True).float() for k in ("a1", "a2")]
     return video[0], video[1], audio[0], audio[1]
@@ -41,14 +52,16 @@ def pretext_step(
     bf16: bool = False,
     distributed: bool = False,
     channels_last: bool = False,
+    augment: DeviceAugment | None = None,
 ) -> dict[str, float]:
     """Forward, check, backward, update; returns the loss and the six pair terms as floats.
 
     With `distributed`, the values are averaged over the workers first (one all-reduce and one
     host copy per step), so every worker sees the same numbers and stops on the same step.
-    With `channels_last`, the views are laid out as the channels-last model expects.
+    With `channels_last`, the views are laid out as the channels-last model expects. `augment`
+    finishes batches made with `augment_on: device`.
     """
-    inputs = to_model_inputs(batch, device)
+    inputs = to_model_inputs(batch, device, augment)
     if channels_last:
         inputs = inputs_channels_last(*inputs)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):

@@ -38,6 +38,7 @@ from crisscross.config import ExperimentConfig
 from crisscross.datasets.fs import resolve
 from crisscross.datasets.manifest import read_manifest
 from crisscross.datasets.pipeline import FailureLogRef, epoch_dataset, epoch_order, usable_rows
+from crisscross.datasets.samples import DeviceAugment
 from crisscross.trainers.builders import build_model, clip_spec, decode_resources
 from crisscross.trainers.monitor import KnnMonitor, MonitorSet
 from crisscross.trainers.optim import LARC, build_optimizer, set_learning_rates
@@ -292,6 +293,7 @@ def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
 
     manifest = read_manifest(job.manifest)
     spec = clip_spec(config)
+    augment = DeviceAugment(spec) if spec.augment_on == "device" else None
     table = usable_rows(manifest, spec)
     failure_log = FailureLogRef.create()
     per_worker = optim_cfg.batch_size // world
@@ -338,11 +340,12 @@ def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
                     bf16=mode.bf16,
                     distributed=world > 1,
                     channels_last=mode.channels_last,
+                    augment=augment,
                 )
             except NonFiniteLossError as exc:
                 tracker.flush()
                 return {"stopped": str(exc), "step": progress.step}
-            consumed.append(batch["index"].numpy())
+            consumed.append(batch["index"].cpu().numpy())
             progress.step += 1
             progress.epoch_step += 1
             seconds = time.perf_counter() - t0

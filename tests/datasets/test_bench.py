@@ -14,6 +14,9 @@ READERS = (
     "dataloader",
     "naive",
     "prepared",
+    "prepared_frames",
+    "sample_fn_augment_on_decode",
+    "device_augment_cpu",
 )
 
 
@@ -35,6 +38,7 @@ def test_tiny_benchmark_end_to_end(local_ray, tmp_path):
     assert ratios["ray_vs_dataloader"] == results["ray_data"] / results["dataloader"]
     assert ratios["sample_vs_naive"] == results["sample_fn"] / results["naive"]
     assert ratios["prepared_vs_raw"] == results["prepared"] / results["sample_fn"]
+    assert ratios["prepared_frames_vs_raw"] == results["prepared_frames"] / results["sample_fn"]
     assert 100 < results["peak_rss_mib_per_worker"] < 4096
     write_json(results, tmp_path / "data.json")
     saved = json.loads((tmp_path / "data.json").read_text())

@@ -7,6 +7,7 @@ import os
 import av
 import numpy as np
 import pytest
+import torch
 
 from crisscross.datasets.decode import DecodeError, read_clip, read_npy_audio
 from crisscross.datasets.media import write_av
@@ -140,3 +141,19 @@ def test_overlapping_spans_are_decoded_once_and_match_separate_reads(reference):
     # a separate read rounds its start to the 16 kHz grid on its own: up to half a sample (31 us),
     # 0.09 rad of a 440 Hz tone, so cos = 0.996 at worst
     assert np.corrcoef(a2[1000:-1000], b2[1000:-1000])[0, 1] > 0.995
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 22050, 44100, 48000])
+def test_resampling_equals_torchaudios(rate):
+    """The grouped polyphase resampler gives torchaudio's output, at every length."""
+    import torchaudio
+
+    from crisscross.datasets.decode import resample
+
+    rng = np.random.default_rng(rate)
+    for length in (1, 7, 1000, rate * 3 + 17):
+        wave = rng.standard_normal(length).astype(np.float32)
+        expected = torchaudio.functional.resample(torch.from_numpy(wave), rate, 16000).numpy()
+        got = resample(wave, rate, 16000)
+        assert got.shape == expected.shape and got.dtype == np.float32
+        assert np.allclose(got, expected, atol=1e-4), (length, np.abs(got - expected).max())

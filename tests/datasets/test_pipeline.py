@@ -20,7 +20,8 @@ from crisscross.datasets.pipeline import (
     pretext_epoch,
     usable_rows,
 )
-from crisscross.datasets.samples import ClipSpec, PretextSample
+from crisscross.datasets.samples import ClipSpec, DeviceAugment, PretextSample
+from crisscross.datasets.transforms.video import PHOTO
 
 SPEC = ClipSpec(crop_size=48, short_side=56)
 
@@ -63,7 +64,15 @@ def test_ray_data_batches_skip_and_report_failures(local_ray, broken_after_probe
         assert sum(b["v1"].shape[0] for b in batches) == data.rows - 1
         first = batches[0]
         assert first["v1"].dtype == torch.uint8 and tuple(first["v1"].shape[1:]) == (8, 3, 48, 48)
-        assert first["a1"].dtype == torch.float32 and tuple(first["a1"].shape[1:]) == (1, 80, 201)
+        # augment_on: device (the default): 16 kHz waveforms and each view's draws
+        assert first["a1"].dtype == torch.float32 and tuple(first["a1"].shape[1:]) == (32000,)
+        assert {k: tuple(first[k].shape[1:]) for k in ("v1_aug", "v2_aug", "a2_aug")} == {
+            "v1_aug": (len(PHOTO),),
+            "v2_aug": (len(PHOTO),),
+            "a2_aug": (13,),  # gain, 2 x 2 masks (width, start), crop box
+        }
+        v1, _, a1, _ = DeviceAugment(SPEC)(first, torch.device("cpu"))
+        assert v1.shape[1:] == (3, 8, 48, 48) and a1.shape[1:] == (1, 80, 201)
         failures = data.failures()
         assert [(f.path, f.epoch) for f in failures] == [(victim, epoch)]
         assert "Invalid data found" in failures[0].reason

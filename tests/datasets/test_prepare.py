@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from dataclasses import replace
+from pathlib import Path
 
 import av
 import numpy as np
@@ -55,6 +58,8 @@ def test_samples_read_raw_or_prepared_through_one_interface(prepared):
     _, _, report = prepared
     row = epoch_order(usable_rows(report.manifest, SPEC), seed=0, epoch=0).to_pylist()[0]
     out = PretextSample(SPEC)(row, epoch=0, index=0)
+    assert out["v1"].shape == (8, 3, 48, 48) and out["a1"].shape == (32000,)  # augment on device
+    out = PretextSample(replace(SPEC, augment_on="decode"))(row, epoch=0, index=0)
     assert out["v1"].shape == (8, 3, 48, 48) and out["a1"].shape == (1, 80, 201)
 
 
@@ -87,3 +92,79 @@ def test_a_file_that_breaks_during_preparation_is_reported(local_ray, synthetic,
     rows = {r["source_path"] or r["path"]: r for r in report.manifest.table.to_pylist()}
     assert (report.done, report.failed) == (14, 1)
     assert rows[victim]["status"] == "unreadable" and rows[victim]["reason"].startswith("prepare: ")
+
+
+@pytest.fixture(scope="module")
+def prepared_frames(local_ray, synthetic, tmp_path_factory):
+    base = tmp_path_factory.mktemp("frames")
+    spec = PrepareSpec(short_side=64, video_format="frames")
+    report = prepare_dataset(
+        "kinetics_sound", str(synthetic["kinetics_sound"]), str(base / "out"), spec=spec
+    )
+    return base / "out", report, spec
+
+
+def test_frames_copy_holds_the_decoded_frames_and_reads_them_back(prepared_frames):
+    from crisscross.datasets.decode import read_frames
+    from crisscross.datasets.prepare import frames_bytes
+    from crisscross.datasets.probe import open_media
+
+    out, report, spec = prepared_frames
+    assert (report.done, report.failed) == (15, 0)
+    row = report.manifest.usable().to_pylist()[0]
+    assert row["path"].endswith(".16fps.frames.npy") and row["path"].startswith(str(out))
+    stored = np.load(row["path"], mmap_mode="r")
+    assert stored.dtype == np.uint8 and stored.shape[1:] == (64, 85, 3)
+    assert (row["frames"], row["height"], row["width"], row["fps"]) == (len(stored), 64, 85, 16.0)
+    # on the 16 fps grid the copy gives exactly the source's frames at that short side
+    times = [0.0, 0.0625, 1.5, 1.5625, 3.0]
+    frames, audio = read_clip(row["path"], frame_times=times)
+    with open_media(row["source_path"]) as container:
+        assert np.array_equal(frames, read_frames(container, times, short_side=64))
+    assert audio == []
+    # between grid points, the frame at or before the time
+    between, _ = read_clip(row["path"], frame_times=[1.55, 0.07, 99.0])
+    assert np.array_equal(between[0], stored[24]) and np.array_equal(between[1], stored[1])
+    assert np.array_equal(between[2], stored[-1])  # past the end: the last frame
+    rows = report.manifest.usable().to_pylist()
+    on_disk = sum(os.path.getsize(r["path"]) for r in rows)
+    assert abs(frames_bytes(rows, spec) - on_disk) <= 128 * len(rows)  # .npy headers apart
+    sample = PretextSample(SPEC)(
+        epoch_order(usable_rows(report.manifest, SPEC), seed=0, epoch=0).to_pylist()[0],
+        epoch=0,
+        index=0,
+    )
+    assert sample["v1"].shape == (8, 3, 48, 48) and sample["a1"].shape == (32000,)
+
+
+def test_damaged_frames_file_is_a_decode_error_naming_it(prepared_frames, tmp_path):
+    from crisscross.datasets.decode import DecodeError
+
+    _, report, _ = prepared_frames
+    source = report.manifest.usable().column("path")[0].as_py()
+    victim = tmp_path / "v.16fps.frames.npy"
+    victim.write_bytes(Path(source).read_bytes()[:5000])
+    with pytest.raises(DecodeError, match=r"v\.16fps\.frames\.npy: truncated frames file"):
+        read_clip(str(victim), frame_times=[5.0])
+    np.save(victim, np.zeros((4, 3), np.float32))
+    with pytest.raises(DecodeError, match="not a prepared frames file"):
+        read_clip(str(victim), frame_times=[0.0])
+
+
+def test_frames_copy_that_does_not_fit_is_refused_before_any_work(
+    local_ray, synthetic, tmp_path, monkeypatch
+):
+    import collections
+
+    from crisscross.datasets import prepare as P
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(P.shutil, "disk_usage", lambda _: usage(10**6, 10**6 - 1000, 1000))
+    with pytest.raises(P.NotEnoughSpaceError, match=r"needs about .* GiB .* free; free some"):
+        prepare_dataset(
+            "kinetics_sound",
+            str(synthetic["kinetics_sound"]),
+            str(tmp_path / "out"),
+            spec=PrepareSpec(video_format="frames"),
+        )
+    assert not (tmp_path / "out").exists()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+import torch
 
 from crisscross.datasets.manifest import build_manifest
-from crisscross.datasets.samples import ClipSpec, PretextSample
+from crisscross.datasets.samples import ClipSpec, DeviceAugment, PretextSample
 from crisscross.datasets.sampling import MODES
+from crisscross.datasets.transforms import normalize
+from crisscross.datasets.transforms.video import PHOTO
 
 
 @pytest.fixture(scope="module")
@@ -22,15 +27,54 @@ def rows(synthetic, tmp_path_factory):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_views_have_model_shapes(rows, mode):
-    out = PretextSample(ClipSpec(sampling=mode, crop_size=64, short_side=72))(
-        rows[0], epoch=0, index=0
-    )
+    spec = ClipSpec(sampling=mode, crop_size=64, short_side=72, augment_on="decode")
+    out = PretextSample(spec)(rows[0], epoch=0, index=0)
     assert {k: (v.shape, v.dtype) for k, v in out.items()} == {
         "v1": ((8, 3, 64, 64), np.uint8),
         "v2": ((8, 3, 64, 64), np.uint8),
         "a1": ((1, 80, 201), np.float32),
         "a2": ((1, 80, 201), np.float32),
     }
+    empty = PretextSample(spec).empty()
+    assert {k: (v.shape[1:], v.dtype) for k, v in empty.items()} == {
+        k: (v.shape, v.dtype) for k, v in out.items()
+    }
+
+
+def test_device_augmentation_gives_the_decode_workers_sample(rows):
+    """augment_on: device ships crops, waveforms and draws; finished on the device they are the
+    sample the decode worker would have made from the same (seed, epoch, index)."""
+    spec = ClipSpec(crop_size=64, short_side=72, augment_on="device")
+    deferred = PretextSample(replace(spec, augment_on="device"), seed=3)
+    whole = PretextSample(replace(spec, augment_on="decode"), seed=3)
+    items = [deferred(rows[i % len(rows)], epoch=1, index=i) for i in range(6)]
+    empty = deferred.empty()
+    assert {k: (v.shape, v.dtype) for k, v in items[0].items()} == {
+        k: (v.shape[1:], v.dtype) for k, v in empty.items()
+    }
+    assert items[0]["a1"].shape == (32000,) and items[0]["v1"].shape == (8, 3, 64, 64)
+    batch = {k: torch.from_numpy(np.stack([item[k] for item in items])) for k in items[0]}
+    v1, v2, a1, a2 = DeviceAugment(spec)(batch, torch.device("cpu"))
+    blurred = cut = 0
+    for i in range(6):
+        ref = whole(rows[i % len(rows)], epoch=1, index=i)
+        for name, got in (("v1", v1[i]), ("v2", v2[i])):
+            expected = normalize(torch.from_numpy(ref[name]))
+            # same draws; float order may differ, so a value may round to the next level
+            step = 1 / (255 * 0.224) + 1e-4
+            assert (got - expected).abs().max() <= step * 1.01, (i, name)
+            assert (got - expected).abs().gt(1e-4).float().mean() < 0.01
+            params = batch[f"{name}_aug"][i]
+            blurred += int(params[PHOTO.index("blur")])
+            cut += int(params[PHOTO.index("cut_side")] > 0)
+        for name, got in (("a1", a1[i]), ("a2", a2[i])):
+            assert torch.allclose(got, torch.from_numpy(ref[name]), atol=1e-4), (i, name)
+    assert 0 < blurred < 12 and cut == 12  # both blur branches ran; cutout always
+
+
+def test_augment_on_is_checked():
+    with pytest.raises(ValueError, match="augment_on must be one of"):
+        ClipSpec(augment_on="gpu")
 
 
 def test_reproducible_from_seed_epoch_index(rows):

@@ -12,8 +12,8 @@ from crisscross.datasets.transforms import AudioAugment, VideoAugment, eval_clip
 from crisscross.datasets.transforms.audio import LOG_MEL_MEAN, LOG_MEL_STD
 
 
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+def gen(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
 
 
 def test_video_augment_shape_dtype_and_reproducibility():
@@ -72,7 +72,7 @@ def test_fused_colour_steps_match_torchvision(op, monkeypatch):
     strength = [0.0, 0.0, 0.0, 0.0]
     strength[index] = 0.3
     monkeypatch.setattr(V, "_uniform", lambda g, lo, hi: hi if hi > 1 else 1.0 if lo > 0 else 0.0)
-    matrix, offset = V._colour_jitter(x.mean(dim=(-2, -1)), tuple(strength), torch.Generator())
+    matrix, offset = V._colour_jitter(x.mean(dim=(-2, -1)), tuple(strength), gen())
     ours = torch.einsum("ij,tjhw->tihw", matrix, x) + offset[:, :, None, None]
     reference = getattr(TF, f"adjust_{op}")(x / 255, factor) * 255
     assert (ours - reference).abs().max() < 0.01
@@ -123,3 +123,36 @@ def test_augment_strength_defaults_are_the_papers_and_scale_as_configured():
     video = spec.augment.video(spec.crop_size)
     assert video.jitter == pytest.approx((0.2, 0.2, 0.2, 0.1)) and video.blur_p == 0.0
     assert spec.augment.audio(sample_rate=16000, n_mels=80).volume == pytest.approx((0.9, 1.1))
+
+
+def test_batched_audio_crop_is_bicubic_interpolation_of_each_box():
+    """The crop-and-resize as interpolation matrices equals F.interpolate on each crop."""
+    import torch.nn.functional as F
+
+    from crisscross.datasets.transforms.audio import _random_resized_crop
+
+    spec = torch.randn(5, 1, 80, 201)
+    boxes = torch.tensor(
+        [[0, 0, 80, 201], [3, 40, 60, 150], [0, 100, 1, 1], [10, 5, 70, 290], [79, 300, 1, 1]],
+        dtype=torch.float32,
+    )
+    out = _random_resized_crop(spec, (1.0, 1.5), boxes)
+    board = torch.zeros(5, 1, 80, 301)
+    board[..., 50:251] = spec
+    for b, (i, j, h, w) in enumerate(boxes.long().tolist()):
+        crop = board[b : b + 1, :, i : i + h, j : j + w]
+        expected = F.interpolate(crop, size=(80, 201), mode="bicubic", align_corners=True)
+        assert torch.allclose(out[b], expected[0], atol=1e-4), b
+
+
+def test_batched_photometric_gives_each_clip_its_own_augmentation():
+    from crisscross.datasets.transforms.video import photometric
+
+    aug = VideoAugment(size=32)
+    clips = torch.randint(0, 256, (4, 8, 3, 32, 32), dtype=torch.uint8)
+    params = torch.stack([aug.draw(gen(seed)) for seed in range(4)])
+    together = photometric(clips, params)
+    for b in range(4):
+        alone = photometric(clips[b : b + 1], params[b : b + 1])[0]
+        assert (together[b].int() - alone.int()).abs().max() <= 1
+    assert not torch.equal(together[0], photometric(clips[:1], params[1:2])[0])

@@ -51,3 +51,22 @@ def test_prepare_command(run_cli, local_ray, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "10 prepared, 0 already done, 0 failed" in result.stdout
     assert len(list((tmp_path / "prep").rglob("*.audio.npy"))) == 10
+
+
+def test_prepare_frames_that_do_not_fit_exit_2_before_any_work(
+    run_cli, local_ray, tmp_path, monkeypatch
+):
+    import collections
+
+    from crisscross.datasets import prepare as P
+
+    root = tmp_path / "ks"
+    run_cli("synth", "kinetics_sound", "--out", str(root), "--classes", "2", "--per-class", "1")
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(P.shutil, "disk_usage", lambda _: usage(10**9, 10**9 - 10**5, 10**5))
+    out = tmp_path / "frames"
+    args = ("prepare", "kinetics_sound", "--root", str(root), "--out", str(out))
+    result = run_cli(*args, "--video-format", "frames")
+    assert result.exit_code == 2
+    assert f"{out}: the frames copy needs about" in result.stderr
+    assert "--video-format h264" in result.stderr and not out.exists()

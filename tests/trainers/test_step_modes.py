@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -177,3 +178,25 @@ def test_table_says_when_ours_has_no_timed_result():
     assert "| 2 | 1.0 | NaN | - |" in table
     assert "Speed-up: none to state, ours gave no timed result at any batch size." in table
     assert "nan" not in table.lower().replace("| nan |", "")
+
+
+def test_a_batch_left_for_the_device_needs_its_augmentation():
+    from crisscross.datasets.samples import ClipSpec, DeviceAugment
+    from crisscross.trainers.pretext_step import to_model_inputs
+
+    spec = ClipSpec(crop_size=16, frames=2, audio_seconds=0.5)
+    augment = DeviceAugment(spec)
+    g = np.random.default_rng(0)
+    video, audio = spec.augment.video(16), augment.audio_aug
+    batch = {
+        "v1": torch.randint(0, 256, (2, 2, 3, 16, 16), dtype=torch.uint8),
+        "v1_aug": torch.stack([video.draw(g) for _ in range(2)]),
+        "a1": torch.randn(2, 8000) * 0.1,
+        "a1_aug": torch.stack([audio.draw(g, frames=51) for _ in range(2)]),
+    }
+    batch |= {"v2": batch["v1"], "v2_aug": batch["v1_aug"], "a2": batch["a1"]}
+    batch["a2_aug"] = batch["a1_aug"]
+    with pytest.raises(ValueError, match=r"augment on the device .* no DeviceAugment"):
+        to_model_inputs(batch, torch.device("cpu"))
+    v1, _, a1, _ = to_model_inputs(batch, torch.device("cpu"), augment)
+    assert v1.shape == (2, 3, 2, 16, 16) and a1.shape == (2, 1, 80, 51)

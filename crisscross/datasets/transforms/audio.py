@@ -17,14 +17,17 @@ import torchaudio
 
 LOG_MEL_MEAN, LOG_MEL_STD = -5.3688, 4.4100
 EPS = float(np.finfo(float).eps)
+HOP = 160
 
 
 @functools.lru_cache(maxsize=8)
-def _mel(sample_rate: int, n_mels: int, f_max: float) -> torchaudio.transforms.MelSpectrogram:
+def _mel(
+    sample_rate: int, n_mels: int, f_max: float, device: str = "cpu"
+) -> torchaudio.transforms.MelSpectrogram:
     return torchaudio.transforms.MelSpectrogram(
         sample_rate=sample_rate,
         n_fft=1024,
-        hop_length=160,
+        hop_length=HOP,
         window_fn=torch.hann_window,
         power=2.0,
         n_mels=n_mels,
@@ -34,18 +37,25 @@ def _mel(sample_rate: int, n_mels: int, f_max: float) -> torchaudio.transforms.M
         pad_mode="constant",
         norm="slaney",
         mel_scale="slaney",
-    )
+    ).to(device)
 
 
 def log_mel(wave_S: torch.Tensor, *, sample_rate: int = 16000, n_mels: int = 80) -> torch.Tensor:
-    """(S,) float waveform in [-1, 1] -> (1, F, T) normalised log-mel spectrogram."""
-    mel = _mel(sample_rate, n_mels, min(8000.0, sample_rate / 2))(wave_S.float())
-    return ((mel + EPS).log().sub(LOG_MEL_MEAN).div(LOG_MEL_STD)).unsqueeze(0)
+    """(..., S) float waveform in [-1, 1] -> (..., 1, F, T) normalised log-mel spectrogram, on
+    the waveform's device."""
+    mel = _mel(sample_rate, n_mels, min(8000.0, sample_rate / 2), str(wave_S.device))
+    mel = mel(wave_S.float())
+    return ((mel + EPS).log().sub(LOG_MEL_MEAN).div(LOG_MEL_STD)).unsqueeze(-3)
 
 
 @dataclass(frozen=True)
 class AudioAugment:
-    """REFERENCE.md section 4: volume jitter, masks filled with the mean, random resized crop."""
+    """REFERENCE.md section 4: volume jitter, masks filled with the mean, random resized crop.
+
+    Like the video augmentation, it splits in two: `draw` takes every random decision for one
+    clip as a parameter vector, and `apply` turns a batch of waveforms into augmented log-mel
+    spectrograms by those vectors, on the waveforms' device. Calling it does both on one clip.
+    """
 
     volume: tuple[float, float] = (0.8, 1.2)
     freq_masks: int = 2
@@ -57,39 +67,97 @@ class AudioAugment:
     sample_rate: int = 16000
     n_mels: int = 80
 
-    def __call__(self, wave_S: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def __call__(self, wave_S: torch.Tensor, g: np.random.Generator) -> torch.Tensor:
         """(S,) waveform -> (1, F, T) augmented log-mel."""
-        gain = self.volume[0] + (self.volume[1] - self.volume[0]) * torch.rand((), generator=g)
-        spec = log_mel(wave_S * gain, sample_rate=self.sample_rate, n_mels=self.n_mels)
-        spec = _masks(spec, 1, self.freq_masks, self.freq_mask_width, g)
-        spec = _masks(spec, 2, self.time_masks, self.time_mask_width, g)
-        return _random_resized_crop(spec, self.canvas, self.crop_scale, g)
+        params = self.draw(g, frames=spectrogram_frames(wave_S.shape[-1]))
+        return self.apply(wave_S.unsqueeze(0), params.unsqueeze(0))[0]
+
+    def draw(self, g: np.random.Generator, *, frames: int) -> torch.Tensor:
+        """Gain, then (width, start) of each frequency and time mask, then the crop box
+        (top, left, height, width) on the canvas, for a spectrogram of `frames` frames."""
+        gain = self.volume[0] + (self.volume[1] - self.volume[0]) * g.random()
+        values = [float(gain)]
+        for count, width, size in (
+            (self.freq_masks, self.freq_mask_width, self.n_mels),
+            (self.time_masks, self.time_mask_width, frames),
+        ):
+            for _ in range(count):
+                w = int(g.integers(0, width))
+                values += [w, int(g.integers(0, max(1, size - w)))]
+        ch, cw = int(self.n_mels * self.canvas[0]), int(frames * self.canvas[1])
+        scale = self.crop_scale
+        draw = g.random(2) * (scale[1] - scale[0]) + scale[0]
+        h = int(np.clip(int(draw[0] * self.n_mels), 1, ch))
+        w = int(np.clip(int(draw[1] * frames), 1, cw))
+        i = int(g.integers(0, ch - h + 1))
+        j = int(g.integers(0, cw - w + 1))
+        return torch.tensor([*values, i, j, h, w], dtype=torch.float32)
+
+    def apply(self, waves_BS: torch.Tensor, params_BP: torch.Tensor) -> torch.Tensor:
+        """(B, S) waveforms and (B, P) parameters -> (B, 1, F, T) augmented log-mel."""
+        p = params_BP.to(device=waves_BS.device, dtype=torch.float32)
+        spec = log_mel(waves_BS * p[:, :1], sample_rate=self.sample_rate, n_mels=self.n_mels)
+        at = 1
+        for axis, count in ((2, self.freq_masks), (3, self.time_masks)):
+            spec = _masks(spec, axis, p[:, at : at + 2 * count].view(-1, count, 2))
+            at += 2 * count
+        return _random_resized_crop(spec, self.canvas, p[:, at : at + 4])
 
 
-def _masks(
-    spec: torch.Tensor, axis: int, count: int, width: int, g: torch.Generator
-) -> torch.Tensor:
-    size = spec.shape[axis]
-    fill = spec.mean()
-    spec = spec.clone()
-    for _ in range(count):
-        w = int(torch.randint(0, width, (), generator=g))
-        start = int(torch.randint(0, max(1, size - w), (), generator=g))
-        spec.narrow(axis, start, w).fill_(fill)
-    return spec
+def spectrogram_frames(samples: int) -> int:
+    """Frames of the log-mel of `samples` samples (hop 160, centred)."""
+    return samples // HOP + 1
 
 
-def _random_resized_crop(spec: torch.Tensor, canvas, scale, g: torch.Generator) -> torch.Tensor:
-    """Place the image at the centre of a zero canvas, crop a random box, resize back."""
-    _, f, t = spec.shape
+def _masks(spec_B1FT: torch.Tensor, axis: int, masks_BC2: torch.Tensor) -> torch.Tensor:
+    """Fill each clip's (width, start) bands along `axis` with the clip's mean before masking."""
+    fill = spec_B1FT.mean(dim=(1, 2, 3), keepdim=True)
+    where = torch.arange(spec_B1FT.shape[axis], device=spec_B1FT.device)  # (N,)
+    width, start = masks_BC2[..., 0:1], masks_BC2[..., 1:2]  # (B, C, 1)
+    inside = ((where >= start) & (where < start + width)).any(dim=1)  # (B, N)
+    shape = [len(spec_B1FT), 1, 1, 1]
+    shape[axis] = spec_B1FT.shape[axis]
+    return torch.where(inside.view(shape), fill, spec_B1FT)
+
+
+def _random_resized_crop(spec_B1FT: torch.Tensor, canvas, box_B4: torch.Tensor) -> torch.Tensor:
+    """Place each image at the centre of a zero canvas, crop its box (top, left, height, width),
+    resize back: bicubic with aligned corners, as F.interpolate on the crop, done for the whole
+    batch as two products with per-clip interpolation matrices."""
+    _, _, f, t = spec_B1FT.shape
     ch, cw = int(f * canvas[0]), int(t * canvas[1])
-    board = spec.new_zeros(1, ch, cw)
     y, x = (ch - f) // 2, (cw - t) // 2
-    board[:, y : y + f, x : x + t] = spec
-    draw = torch.rand(2, generator=g) * (scale[1] - scale[0]) + scale[0]
-    h = int(np.clip(int(draw[0] * f), 1, ch))
-    w = int(np.clip(int(draw[1] * t), 1, cw))
-    i = int(torch.randint(0, ch - h + 1, (), generator=g))
-    j = int(torch.randint(0, cw - w + 1, (), generator=g))
-    crop = board[:, i : i + h, j : j + w].unsqueeze(0)
-    return F.interpolate(crop, size=(f, t), mode="bicubic", align_corners=True).squeeze(0)
+    board = F.pad(spec_B1FT[:, 0], (x, cw - t - x, y, ch - f - y))  # (B, ch, cw)
+    top, left, h, w = (box_B4[:, k] for k in range(4))
+    rows = _cubic_matrix(f, ch, top, h)  # (B, f, ch)
+    cols = _cubic_matrix(t, cw, left, w)  # (B, t, cw)
+    return (rows @ board @ cols.transpose(1, 2)).unsqueeze(1)
+
+
+def _cubic_matrix(out: int, size: int, start: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """(B, out, size): row o holds the bicubic weights (A = -0.75, torch's) that resample the
+    span [start, start + length) of a signal of `size` to `out` points, corners aligned, taps
+    clamped to the span like F.interpolate's border."""
+    device = start.device
+    scale = (length - 1).clamp(min=0) / max(out - 1, 1)  # (B,)
+    pos = torch.arange(out, device=device)[None, :] * scale[:, None]  # (B, out), in the span
+    base = pos.floor()
+    frac = pos - base
+    taps = torch.arange(-1, 3, device=device)  # the four neighbours
+    index = base[..., None] + taps  # (B, out, 4)
+    index = torch.minimum(index.clamp(min=0), (length - 1)[:, None, None]) + start[:, None, None]
+    weights = _cubic_weights(frac)  # (B, out, 4)
+    matrix = torch.zeros(len(start), out, size, device=device)
+    return matrix.scatter_add_(2, index.long(), weights)
+
+
+def _cubic_weights(t: torch.Tensor, a: float = -0.75) -> torch.Tensor:
+    """Keys' cubic convolution weights of the four taps around each fractional position."""
+
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], dim=-1)

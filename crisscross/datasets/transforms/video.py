@@ -4,19 +4,28 @@ A clip is (T, 3, H, W) uint8; every frame gets the same crop, flip, colour chang
 cutout. Outputs stay uint8 so that they cross the object store and the host-to-device copy at a
 quarter of float32's size; `normalize` (on the training device) turns them into model input.
 
-Speed matters here: this runs for every view of every sample on the decode CPUs. Brightness,
-contrast, saturation, grayscale and hue are all affine maps of RGB (hue as a rotation about the
-grey axis in YIQ space, the linear form NVIDIA DALI uses, instead of an HSV round trip), so the
-random-order colour jitter composes into one 3x3 matrix and a per-frame offset applied in one
-pass; contrast's per-frame mean is carried through the composition exactly. Unlike torchvision,
-values are clamped once at the end rather than after every step. The blur is separable.
+An augmentation is split in two so that the costly part can run batched on the training device:
+`geometry` (crop, resize, flip: what fixes the output shape) runs per clip where the clip is
+decoded, `draw` takes every other random decision as a short parameter vector (`PHOTO`), and
+`photometric` applies a batch of those vectors to a batch of clips, on any device. Calling the
+augmentation does all three on one clip, so both places give the same result from one generator.
+
+Speed: brightness, contrast, saturation, grayscale and hue are all affine maps of RGB (hue as a
+rotation about the grey axis in YIQ space, the linear form NVIDIA DALI uses, instead of an HSV
+round trip), so the random-order colour jitter composes into one 3x3 matrix and a per-frame offset
+applied in one pass; contrast's per-frame mean is carried through the composition exactly. Unlike
+torchvision, values are clamped once at the end rather than after every step. The blur is
+separable, applied as two products with banded matrices. The resize runs on uint8 (torch's
+vectorised antialiased kernel, about 4x faster than on float).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
@@ -28,6 +37,28 @@ YIQ_TO_RGB = torch.linalg.inv(RGB_TO_YIQ)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # cutout fills with the mean colour, which normalises to 0
 CUTOUT_FILL = torch.tensor(IMAGENET_MEAN).mul(255).round().to(torch.uint8).view(3, 1, 1)
+GRAY = LUMA.expand(3, 3).clone()  # every channel becomes the luma
+
+# The photometric parameter vector of one clip: which steps are on and their draws.
+PHOTO = (
+    "jitter",  # 1 if the colour jitter applies
+    "brightness",
+    "contrast",
+    "saturation",
+    "hue",  # the four factors
+    "order0",
+    "order1",
+    "order2",
+    "order3",  # the random order of the four (0 brightness .. 3 hue)
+    "gray",  # 1 if grayscale applies
+    "blur",  # 1 if the blur applies
+    "sigma",
+    "kernel",
+    "cut_side",  # cutout square (side 0: none)
+    "cut_top",
+    "cut_left",
+)
+_P = {name: i for i, name in enumerate(PHOTO)}
 
 
 @dataclass(frozen=True)
@@ -46,28 +77,110 @@ class VideoAugment:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     cutout_max: int = 20
 
-    def __call__(self, clip_TCHW: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def __call__(self, clip_TCHW: torch.Tensor, g: np.random.Generator) -> torch.Tensor:
         """(T, 3, H, W) uint8 -> (T, 3, size, size) uint8."""
+        x = self.geometry(clip_TCHW, g)
+        return photometric(x.unsqueeze(0), self.draw(g).unsqueeze(0))[0]
+
+    def geometry(self, clip_TCHW: torch.Tensor, g: np.random.Generator) -> torch.Tensor:
+        """Random resized crop and flip: (T, 3, H, W) uint8 -> (T, 3, size, size) uint8."""
         top, left, h, w = _crop_box(clip_TCHW.shape[-2:], self.crop_area, self.crop_ratio, g)
-        crop = clip_TCHW[..., top : top + h, left : left + w].float()
-        shrink = min(h, w) / self.size  # antialiasing matters only when shrinking a lot
-        x = F.interpolate(
-            crop, size=(self.size, self.size), mode="bilinear", antialias=shrink > 1.5
-        )
+        crop = clip_TCHW[..., top : top + h, left : left + w]
+        # channels-last uint8 takes torch's vectorised antialiased kernel (decoded frames already
+        # are channels-last); antialiasing changes nothing when enlarging
+        crop = crop.contiguous(memory_format=torch.channels_last)
+        x = F.interpolate(crop, size=(self.size, self.size), mode="bilinear", antialias=True)
         if _chance(g, self.flip_p):
             x = x.flip(-1)
-        matrix, offset = torch.eye(3), torch.zeros(x.shape[0], 3)
+        return x  # channels-last strides; stacking a batch makes it contiguous
+
+    def draw(self, g: np.random.Generator) -> torch.Tensor:
+        """Every photometric decision for one clip (after `geometry`'s): a (len(PHOTO),) vector."""
+        p = [0.0] * len(PHOTO)  # a list: setting tensor items one by one costs ~10 us each
         if _chance(g, self.jitter_p):
-            matrix, offset = _colour_jitter(x.mean(dim=(-2, -1)), self.jitter, g)
-        if _chance(g, self.gray_p):
-            matrix, offset = _then(GRAY, torch.zeros(3), matrix, offset)
-        x = torch.einsum("ij,tjhw->tihw", matrix, x) + offset[:, :, None, None]
+            b, c, s, h = self.jitter
+            p[_P["jitter"]] = 1.0
+            p[_P["brightness"]] = _uniform(g, 1 - b, 1 + b)
+            p[_P["contrast"]] = _uniform(g, 1 - c, 1 + c)
+            p[_P["saturation"]] = _uniform(g, 1 - s, 1 + s)
+            p[_P["hue"]] = _uniform(g, -h, h)
+            p[_P["order0"] : _P["order3"] + 1] = g.permutation(4).tolist()
+        p[_P["gray"]] = float(_chance(g, self.gray_p))
         if _chance(g, self.blur_p):
-            x = _blur(x, self.blur_kernel, _uniform(g, *self.blur_sigma))
-        x = x.clamp_(0, 255).round_().to(torch.uint8)
+            p[_P["blur"]] = 1.0
+            p[_P["sigma"]] = _uniform(g, *self.blur_sigma)
+        p[_P["kernel"]] = self.blur_kernel
         if self.cutout_max > 0:
-            x = _cutout(x, self.cutout_max, g)
-        return x
+            side = int(g.integers(1, self.cutout_max + 1))
+            top = int(g.integers(0, max(1, self.size - side + 1)))
+            left = int(g.integers(0, max(1, self.size - side + 1)))
+            p[_P["cut_side"] :] = [side, top, left]
+        return torch.tensor(p, dtype=torch.float32)
+
+
+def photometric(clips_BT3HW: torch.Tensor, params_BP: torch.Tensor) -> torch.Tensor:
+    """Colour jitter, grayscale, blur and cutout of a batch of uint8 clips, each by its own row
+    of `params_BP` (see `VideoAugment.draw`); on the clips' device; uint8 out."""
+    x = clips_BT3HW.float()
+    p = params_BP.to(device=x.device, dtype=torch.float32)
+    matrix, offset = _colour(x.mean(dim=(-2, -1)), p)
+    x = torch.einsum("bij,btjhw->btihw", matrix, x) + offset[..., None, None]
+    blurred = p[:, _P["blur"]] > 0.5
+    if bool(blurred.any()):
+        kernel = int(p[blurred][0, _P["kernel"]])
+        x[blurred] = _blur_batch(x[blurred], kernel, p[blurred, _P["sigma"]])
+    x = x.clamp_(0, 255).round_().to(torch.uint8)
+    return _cutout(x, p[:, _P["cut_side"] :])
+
+
+def _colour(means_BT3: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each clip's colour steps as x -> M x + o_t: M (B, 3, 3), o (B, T, 3)."""
+    batch, frames, device = means_BT3.shape[0], means_BT3.shape[1], means_BT3.device
+    eye = torch.eye(3, device=device).expand(batch, 3, 3)
+    matrix, offset = eye.clone(), means_BT3.new_zeros(batch, frames, 3)
+    jitter = p[:, _P["jitter"]] > 0.5
+    if bool(jitter.any()):
+        matrix, offset = _colour_jitter_batch(means_BT3, p, matrix, offset, jitter)
+    gray = (p[:, _P["gray"]] > 0.5)[:, None, None]
+    grey = GRAY.to(device)
+    matrix = torch.where(gray, grey @ matrix, matrix)
+    offset = torch.where(gray, offset @ grey.T, offset)
+    return matrix, offset
+
+
+def _colour_jitter_batch(means_BT3, p, matrix, offset, on):
+    """Compose each clip's four jitter steps in its own order (identity where `on` is False)."""
+    device = means_BT3.device
+    luma, gray = LUMA.to(device), GRAY.to(device)
+    to_yiq, to_rgb = RGB_TO_YIQ.to(device), YIQ_TO_RGB.to(device)
+    eye = torch.eye(3, device=device)
+    f = p[:, _P["brightness"] : _P["hue"] + 1]  # (B, 4)
+    cos, sin = torch.cos(2 * math.pi * f[:, 3]), torch.sin(2 * math.pi * f[:, 3])
+    rotation = torch.zeros(len(p), 3, 3, device=device)
+    rotation[:, 0, 0] = 1
+    rotation[:, 1, 1], rotation[:, 1, 2], rotation[:, 2, 1], rotation[:, 2, 2] = cos, -sin, sin, cos
+    steps = torch.stack(
+        [
+            f[:, 0, None, None] * eye,  # brightness
+            f[:, 1, None, None] * eye,  # contrast (plus its shift below)
+            f[:, 2, None, None] * eye + (1 - f[:, 2, None, None]) * gray,  # saturation
+            to_rgb @ rotation @ to_yiq,  # hue: rotate the chroma plane of YIQ
+        ],
+        dim=1,
+    )  # (B, 4, 3, 3)
+    order = p[:, _P["order0"] : _P["order3"] + 1].long()
+    rows = torch.arange(len(p), device=device)
+    for k in range(4):
+        index = order[:, k]
+        means = means_BT3 @ matrix.transpose(1, 2) + offset  # each frame's mean colour so far
+        # contrast blends with the frame's mean grey: its shift is (1 - f) * that grey
+        shift = ((1 - f[:, 1, None]) * (means @ luma))[..., None].expand(-1, -1, 3)
+        shift = torch.where((index == 1)[:, None, None], shift, torch.zeros_like(shift))
+        step = steps[rows, index]
+        new_matrix, new_offset = step @ matrix, offset @ step.transpose(1, 2) + shift
+        matrix = torch.where(on[:, None, None], new_matrix, matrix)
+        offset = torch.where(on[:, None, None], new_offset, offset)
+    return matrix, offset
 
 
 def eval_clip(clip_TCHW: torch.Tensor, size: int) -> torch.Tensor:
@@ -84,12 +197,12 @@ def normalize(clip_uint8: torch.Tensor) -> torch.Tensor:
     return x.transpose(-4, -3)
 
 
-def _chance(g: torch.Generator, p: float) -> bool:
-    return p > 0 and bool(torch.rand((), generator=g) < p)
+def _chance(g: np.random.Generator, p: float) -> bool:
+    return p > 0 and bool(g.random() < p)
 
 
-def _uniform(g: torch.Generator, low: float, high: float) -> float:
-    return float(low + (high - low) * torch.rand((), generator=g))
+def _uniform(g: np.random.Generator, low: float, high: float) -> float:
+    return float(low + (high - low) * g.random())
 
 
 def _crop_box(hw, area, ratio, g) -> tuple[int, int, int, int]:
@@ -101,72 +214,64 @@ def _crop_box(hw, area, ratio, g) -> tuple[int, int, int, int]:
         aspect = math.exp(_uniform(g, *log_ratio))
         w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
         if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, (), generator=g))
-            left = int(torch.randint(0, width - w + 1, (), generator=g))
+            top = int(g.integers(0, height - h + 1))
+            left = int(g.integers(0, width - w + 1))
             return top, left, h, w
     side = min(height, width)  # fallback: the centred largest square
     return (height - side) // 2, (width - side) // 2, side, side
 
 
-GRAY = LUMA.expand(3, 3).clone()  # every channel becomes the luma
-
-
-def _then(a: torch.Tensor, b: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor):
-    """Compose: apply (matrix, offset) first, then x -> a x + b."""
-    return a @ matrix, offset @ a.T + b
-
-
-def _colour_jitter(means_T3: torch.Tensor, strength, g: torch.Generator):
-    """The jitter as x -> M x + o_t; `means_T3` are the frames' mean colours (for contrast)."""
-    b, c, s, h = strength
-    factors = [
-        _uniform(g, 1 - b, 1 + b),
-        _uniform(g, 1 - c, 1 + c),
-        _uniform(g, 1 - s, 1 + s),
-        _uniform(g, -h, h),
-    ]
-    matrix, offset = torch.eye(3), torch.zeros(means_T3.shape[0], 3)
-    for index in torch.randperm(4, generator=g).tolist():
-        f = factors[index]
-        means = means_T3 @ matrix.T + offset  # each frame's mean colour so far
-        if index == 0:  # brightness
-            step, shift = f * torch.eye(3), torch.zeros(3)
-        elif index == 1:  # contrast: blend with the frame's mean grey
-            step, shift = f * torch.eye(3), ((1 - f) * (means @ LUMA))[:, None].expand(-1, 3)
-        elif index == 2:  # saturation: blend with the pixel's grey
-            step, shift = f * torch.eye(3) + (1 - f) * GRAY, torch.zeros(3)
-        else:  # hue: rotate the chroma plane of YIQ by f turns
-            cos, sin = math.cos(2 * math.pi * f), math.sin(2 * math.pi * f)
-            rotation = torch.tensor([[1.0, 0, 0], [0, cos, -sin], [0, sin, cos]])
-            step, shift = YIQ_TO_RGB @ rotation @ RGB_TO_YIQ, torch.zeros(3)
-        matrix, offset = _then(step, shift, matrix, offset)
-    return matrix, offset
+def _colour_jitter(means_T3: torch.Tensor, strength, g: np.random.Generator):
+    """One clip's jitter as x -> M x + o_t (M (3, 3), o (T, 3)); `means_T3` are its frames'
+    mean colours (for contrast)."""
+    p = VideoAugment(jitter=tuple(strength), gray_p=0, blur_p=0, cutout_max=0).draw(g)
+    matrix, offset = _colour(means_T3.unsqueeze(0), p.unsqueeze(0))
+    return matrix[0], offset[0]
 
 
 def _blur(x: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of (T, 3, H, W) float, reflect-padded like torchvision."""
+    return _blur_batch(x.unsqueeze(0), kernel, torch.tensor([sigma], device=x.device))[0]
+
+
+def _blur_batch(x_BT3HW: torch.Tensor, kernel: int, sigma_B: torch.Tensor) -> torch.Tensor:
+    """Each clip blurred with its own sigma: two products with banded matrices, reflect padding
+    folded in (on CPU about 2x faster than a one-channel convolution)."""
     half = kernel // 2
-    taps = torch.exp(-0.5 * (torch.arange(-half, half + 1, dtype=x.dtype) / sigma) ** 2)
-    taps = taps / taps.sum()
-    h, w = x.shape[-2:]
-    # as banded matrices, reflect padding folded in: two matrix products beat a 1-channel
-    # convolution on CPU by about 2x
-    return _band(h, taps) @ x @ _band(w, taps).T
+    offsets = torch.arange(-half, half + 1, dtype=x_BT3HW.dtype, device=x_BT3HW.device)
+    taps = torch.exp(-0.5 * (offsets / sigma_B[:, None].to(x_BT3HW.dtype)) ** 2)
+    taps = taps / taps.sum(dim=1, keepdim=True)  # (B, K)
+    h, w = x_BT3HW.shape[-2:]
+    rows, cols = _band(h, taps)[:, None, None], _band(w, taps)[:, None, None]
+    return rows @ x_BT3HW @ cols.transpose(-1, -2)
 
 
-def _band(n: int, taps: torch.Tensor) -> torch.Tensor:
-    """(n, n) matrix whose product with a column blurs it, reflecting at the ends."""
-    half = len(taps) // 2
-    identity = torch.eye(n, dtype=taps.dtype).unsqueeze(1)  # n signals of length n
-    blurred = F.conv1d(F.pad(identity, (half, half), mode="reflect"), taps.view(1, 1, -1))
-    return blurred.squeeze(1).T
+def _band(n: int, taps_BK: torch.Tensor) -> torch.Tensor:
+    """(B, n, n) matrices whose product with a column blurs it, reflecting at the ends."""
+    index = _reflect_index(n, taps_BK.shape[1], str(taps_BK.device))  # (n, K)
+    batch = taps_BK.shape[0]
+    band = taps_BK.new_zeros(batch, n, n)
+    return band.scatter_add_(2, index.expand(batch, -1, -1), taps_BK[:, None, :].expand(-1, n, -1))
 
 
-def _cutout(x: torch.Tensor, max_side: int, g: torch.Generator) -> torch.Tensor:
-    height, width = x.shape[-2:]
-    side = int(torch.randint(1, max_side + 1, (), generator=g))
-    top = int(torch.randint(0, max(1, height - side + 1), (), generator=g))
-    left = int(torch.randint(0, max(1, width - side + 1), (), generator=g))
-    x = x.clone()
-    x[..., top : top + side, left : left + side] = CUTOUT_FILL.to(x.dtype)
-    return x
+@functools.lru_cache(maxsize=32)
+def _reflect_index(n: int, kernel: int, device: str) -> torch.Tensor:
+    """Column read by tap k for output i: i + k - half, reflected into [0, n) like torch's pad."""
+    half = kernel // 2
+    index = torch.arange(n)[:, None] + torch.arange(kernel)[None, :] - half
+    period = max(2 * (n - 1), 1)
+    index = index.remainder(period)
+    index = torch.where(index >= n, period - index, index)
+    return index.to(device)
+
+
+def _cutout(x_BT3HW: torch.Tensor, box_B3: torch.Tensor) -> torch.Tensor:
+    """Fill each clip's (side, top, left) square with the mean colour (side 0: unchanged)."""
+    height, width = x_BT3HW.shape[-2:]
+    side, top, left = (box_B3[:, i, None] for i in range(3))
+    ys = torch.arange(height, device=x_BT3HW.device)[None, :]
+    xs = torch.arange(width, device=x_BT3HW.device)[None, :]
+    in_rows = (ys >= top) & (ys < top + side)  # (B, H)
+    in_cols = (xs >= left) & (xs < left + side)  # (B, W)
+    mask = (in_rows[:, :, None] & in_cols[:, None, :])[:, None, None]  # (B, 1, 1, H, W)
+    return torch.where(mask, CUTOUT_FILL.to(x_BT3HW.device), x_BT3HW)
