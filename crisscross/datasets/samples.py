@@ -149,14 +149,13 @@ class PretextSample:
         video = np.zeros((0, spec.frames, 3, spec.crop_size, spec.crop_size), np.uint8)
         samples = round(spec.audio_seconds * spec.sample_rate)
         if self.augment and spec.augment_on == "device":
-            audio_params = 1 + 2 * (self.audio_aug.freq_masks + self.audio_aug.time_masks) + 4
             views = {
                 "v1": video,
                 "v1_aug": np.zeros((0, len(PHOTO)), np.float32),
                 "v2": video,
                 "v2_aug": np.zeros((0, len(PHOTO)), np.float32),
                 "a1": np.zeros((0, samples), np.float32),
-                "a1_aug": np.zeros((0, audio_params), np.float32),
+                "a1_aug": np.zeros((0, self.audio_aug.param_count), np.float32),
             }
             return views | {"a2": views["a1"], "a2_aug": views["a1_aug"]}
         audio = np.zeros((0, 1, spec.n_mels, spectrogram_frames(samples)), np.float32)

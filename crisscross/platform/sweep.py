@@ -333,13 +333,22 @@ def run_sweep(
     results = tuner(plan, started, resume=resume).fit()
     rows = collect(results, plan, started.job.runs_dir)
     interrupted = any(r.status == "interrupted" for r in rows)
-    for r in rows:
-        if r.status == "interrupted" and r.run_id:
-            started.client.set_tag(r.run_id, "crisscross.stop_reason", r.reason)
-            started.client.set_terminated(r.run_id, status="KILLED")
+    mark_interrupted_runs(started.client, rows)
     if not interrupted:
         final_evaluations(plan, rows, say=say)
     return conclude(plan, started, rows, interrupted=interrupted, say=say)
+
+
+def mark_interrupted_runs(client: MlflowClient, rows: list[TrialRow]) -> None:
+    """Close the runs of trials the interruption cut short as KILLED, saying --resume continues
+    them. A run that already FINISHED stays so: its pretraining completed just before Ctrl-C,
+    before Tune heard of it, and --resume only reports it."""
+    for r in rows:
+        if r.status == "interrupted" and r.run_id:
+            if client.get_run(r.run_id).info.status == "FINISHED":
+                continue
+            client.set_tag(r.run_id, "crisscross.stop_reason", r.reason)
+            client.set_terminated(r.run_id, status="KILLED")
 
 
 def final_evaluations(plan: SweepPlan, rows: list[TrialRow], *, say: Callable[[str], None]):

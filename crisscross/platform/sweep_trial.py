@@ -132,7 +132,9 @@ def close_child_run(ledger: TrialLedger, trial_id: str, *, status: str, reason: 
     client = MlflowClient(ledger.uri)
     run_id = record["mlflow_run_id"]
     client.set_tag(run_id, "crisscross.stop_reason", reason[:5000])
-    if status != "FINISHED":  # a finished trial's run_pretrain closed its run itself
+    # a finished trial's run_pretrain closed its run itself; one that ended otherwise before
+    # (an interruption's KILLED) is set FINISHED now, once
+    if status != "FINISHED" or client.get_run(run_id).info.status != "FINISHED":
         client.set_terminated(run_id, status=status)
 
 

@@ -348,3 +348,57 @@ def test_ledger_counts_a_trial_finished_only_when_its_run_finished(tmp_path):
         "completed 2 epochs": "FINISHED",
         "stopped early by ASHA after epoch 2 (knn/mean 0.750)": "KILLED",
     }
+
+
+def test_ctrl_c_right_after_a_trial_completed_leaves_its_run_finished(tmp_path):
+    """Ctrl-C can land after a trial's pretraining finished its run but before Tune heard of
+    it: the trial counts as interrupted, yet its run must stay FINISHED, and when --resume then
+    reports it finished, a run an interruption had closed as KILLED becomes FINISHED."""
+    import json
+    from types import SimpleNamespace
+
+    from mlflow.tracking import MlflowClient
+
+    from crisscross.platform.sweep import mark_interrupted_runs
+    from crisscross.platform.sweep_results import TrialRow
+    from crisscross.platform.sweep_trial import TrialLedger
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("e")
+    done, cut = client.create_run(exp).info.run_id, client.create_run(exp).info.run_id
+    client.set_terminated(done, status="FINISHED")
+
+    def row(trial_id: str, run_id: str) -> TrialRow:
+        reason = "the sweep was interrupted; --resume continues this trial"
+        return TrialRow(trial_id, trial_id, {}, "interrupted", reason, 1, None, run_id)
+
+    mark_interrupted_runs(client, [row("t_00000", done), row("t_00001", cut)])
+    assert client.get_run(done).info.status == "FINISHED"
+    assert client.get_run(cut).info.status == "KILLED"
+    assert "--resume" in client.get_run(cut).data.tags["crisscross.stop_reason"]
+
+    runs_dir = tmp_path / "pretraining"
+    (runs_dir / "s-t_00001").mkdir(parents=True)
+    record = {"mlflow_run_id": cut, "finished_step": 4}  # finished on --resume
+    (runs_dir / "s-t_00001" / "crisscross_run.json").write_text(json.dumps(record))
+    ledger = TrialLedger(
+        folder=str(tmp_path / "sweep"),
+        runs_dir=str(runs_dir),
+        sweep="s",
+        epochs=2,
+        uri=uri,
+        metric="knn/mean",
+    )
+    trial = SimpleNamespace(trial_id="t_00001", config={}, last_result={"epoch": 2, "score": 0.5})
+    ledger.on_trial_complete(0, [], trial)
+    run = client.get_run(cut)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["crisscross.stop_reason"] == "completed 2 epochs"
+    end_time = client.get_run(done).info.end_time
+    (runs_dir / "s-t_00000").mkdir(parents=True)
+    (runs_dir / "s-t_00000" / "crisscross_run.json").write_text(
+        json.dumps({"mlflow_run_id": done, "finished_step": 4})
+    )
+    ledger.on_trial_complete(0, [], SimpleNamespace(trial_id="t_00000", config={}, last_result={}))
+    assert client.get_run(done).info.end_time == end_time  # a finished run is not touched

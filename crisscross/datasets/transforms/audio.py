@@ -72,6 +72,11 @@ class AudioAugment:
         params = self.draw(g, frames=spectrogram_frames(wave_S.shape[-1]))
         return self.apply(wave_S.unsqueeze(0), params.unsqueeze(0))[0]
 
+    @property
+    def param_count(self) -> int:
+        """Length of a `draw` vector: gain, two numbers per mask, the crop box."""
+        return 1 + 2 * (self.freq_masks + self.time_masks) + 4
+
     def draw(self, g: np.random.Generator, *, frames: int) -> torch.Tensor:
         """Gain, then (width, start) of each frequency and time mask, then the crop box
         (top, left, height, width) on the canvas, for a spectrogram of `frames` frames."""
