@@ -41,9 +41,14 @@ def test_views_have_model_shapes(rows, mode):
     }
 
 
-def test_device_augmentation_gives_the_decode_workers_sample(rows):
-    """augment_on: device ships crops, waveforms and draws; finished on the device they are the
-    sample the decode worker would have made from the same (seed, epoch, index)."""
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_augmentation_gives_the_decode_workers_sample(rows, device):
+    """augment_on: device ships crops, waveforms and draws; finished on the device (a GPU when
+    there is one) they are the sample the decode worker would have made from the same (seed,
+    epoch, index)."""
     spec = ClipSpec(crop_size=64, short_side=72, augment_on="device")
     deferred = PretextSample(replace(spec, augment_on="device"), seed=3)
     whole = PretextSample(replace(spec, augment_on="decode"), seed=3)
@@ -54,7 +59,7 @@ def test_device_augmentation_gives_the_decode_workers_sample(rows):
     }
     assert items[0]["a1"].shape == (32000,) and items[0]["v1"].shape == (8, 3, 64, 64)
     batch = {k: torch.from_numpy(np.stack([item[k] for item in items])) for k in items[0]}
-    v1, v2, a1, a2 = DeviceAugment(spec)(batch, torch.device("cpu"))
+    v1, v2, a1, a2 = (x.cpu() for x in DeviceAugment(spec)(batch, torch.device(device)))
     blurred = cut = 0
     for i in range(6):
         ref = whole(rows[i % len(rows)], epoch=1, index=i)

@@ -303,19 +303,14 @@ def test_random_and_optuna_draw_inside_the_domains(local_ray, tmp_path, algorith
     assert len({p["optim.lr"] for p in drawn}) == 6  # drawn, not repeated
 
 
-def test_ledger_counts_a_trial_finished_only_when_its_run_finished(tmp_path):
-    """ASHA can stop a trial at a rung on its last epoch; unless the pretraining had exported its
-    backbones and closed its run (the run record's finished_step), the trial was stopped."""
-    import json
-    from types import SimpleNamespace
-
+def _ledger_in(tmp_path):
+    """An MLflow store, an experiment, a pretraining runs folder and a ledger over them."""
     from mlflow.tracking import MlflowClient
 
     from crisscross.platform.sweep_trial import TrialLedger
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    exp = client.create_experiment("e")
     runs_dir = tmp_path / "pretraining"
     ledger = TrialLedger(
         folder=str(tmp_path / "sweep"),
@@ -325,13 +320,30 @@ def test_ledger_counts_a_trial_finished_only_when_its_run_finished(tmp_path):
         uri=uri,
         metric="knn/mean",
     )
+    return client, client.create_experiment("e"), runs_dir, ledger
+
+
+def _run_record(runs_dir, trial_id: str, record: dict) -> None:
+    """The run record a trial's pretraining writes (crisscross_run.json)."""
+    import json
+
+    (runs_dir / f"s-{trial_id}").mkdir(parents=True)
+    (runs_dir / f"s-{trial_id}" / "crisscross_run.json").write_text(json.dumps(record))
+
+
+def test_ledger_counts_a_trial_finished_only_when_its_run_finished(tmp_path):
+    """ASHA can stop a trial at a rung on its last epoch; unless the pretraining had exported its
+    backbones and closed its run (the run record's finished_step), the trial was stopped."""
+    import json
+    from types import SimpleNamespace
+
+    client, exp, runs_dir, ledger = _ledger_in(tmp_path)
     for trial_id, finished in (("t_00000", True), ("t_00001", False)):
         run = client.create_run(exp)
         if finished:  # as run_pretrain's finish() leaves it
             client.set_terminated(run.info.run_id, status="FINISHED")
         record = {"mlflow_run_id": run.info.run_id} | ({"finished_step": 4} if finished else {})
-        (runs_dir / f"s-{trial_id}").mkdir(parents=True)
-        (runs_dir / f"s-{trial_id}" / "crisscross_run.json").write_text(json.dumps(record))
+        _run_record(runs_dir, trial_id, record)
         trial = SimpleNamespace(
             trial_id=trial_id, config={}, last_result={"epoch": 2, "score": 0.75}
         )
@@ -354,18 +366,12 @@ def test_ctrl_c_right_after_a_trial_completed_leaves_its_run_finished(tmp_path):
     """Ctrl-C can land after a trial's pretraining finished its run but before Tune heard of
     it: the trial counts as interrupted, yet its run must stay FINISHED, and when --resume then
     reports it finished, a run an interruption had closed as KILLED becomes FINISHED."""
-    import json
     from types import SimpleNamespace
-
-    from mlflow.tracking import MlflowClient
 
     from crisscross.platform.sweep import mark_interrupted_runs
     from crisscross.platform.sweep_results import TrialRow
-    from crisscross.platform.sweep_trial import TrialLedger
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    exp = client.create_experiment("e")
+    client, exp, runs_dir, ledger = _ledger_in(tmp_path)
     done, cut = client.create_run(exp).info.run_id, client.create_run(exp).info.run_id
     client.set_terminated(done, status="FINISHED")
 
@@ -378,27 +384,13 @@ def test_ctrl_c_right_after_a_trial_completed_leaves_its_run_finished(tmp_path):
     assert client.get_run(cut).info.status == "KILLED"
     assert "--resume" in client.get_run(cut).data.tags["crisscross.stop_reason"]
 
-    runs_dir = tmp_path / "pretraining"
-    (runs_dir / "s-t_00001").mkdir(parents=True)
-    record = {"mlflow_run_id": cut, "finished_step": 4}  # finished on --resume
-    (runs_dir / "s-t_00001" / "crisscross_run.json").write_text(json.dumps(record))
-    ledger = TrialLedger(
-        folder=str(tmp_path / "sweep"),
-        runs_dir=str(runs_dir),
-        sweep="s",
-        epochs=2,
-        uri=uri,
-        metric="knn/mean",
-    )
+    _run_record(runs_dir, "t_00001", {"mlflow_run_id": cut, "finished_step": 4})  # on --resume
     trial = SimpleNamespace(trial_id="t_00001", config={}, last_result={"epoch": 2, "score": 0.5})
     ledger.on_trial_complete(0, [], trial)
     run = client.get_run(cut)
     assert run.info.status == "FINISHED"
     assert run.data.tags["crisscross.stop_reason"] == "completed 2 epochs"
     end_time = client.get_run(done).info.end_time
-    (runs_dir / "s-t_00000").mkdir(parents=True)
-    (runs_dir / "s-t_00000" / "crisscross_run.json").write_text(
-        json.dumps({"mlflow_run_id": done, "finished_step": 4})
-    )
+    _run_record(runs_dir, "t_00000", {"mlflow_run_id": done, "finished_step": 4})
     ledger.on_trial_complete(0, [], SimpleNamespace(trial_id="t_00000", config={}, last_result={}))
     assert client.get_run(done).info.end_time == end_time  # a finished run is not touched

@@ -14,7 +14,7 @@ from crisscross.trainers.bench import synthetic_batch
 from crisscross.trainers.bench_step import performance_markdown, step_flops, write_markdown_section
 from crisscross.trainers.builders import build_model
 from crisscross.trainers.optim import build_optimizer, set_learning_rates
-from crisscross.trainers.pretext_step import pretext_step
+from crisscross.trainers.pretext_step import NonFiniteLossError, pretext_step
 from crisscross.trainers.step_modes import BASELINE, StepMode, optimised, prepare, run_mode
 from tests.conftest import REPO, TINY_SIZES
 
@@ -98,10 +98,30 @@ def test_layout_and_fused_adam_change_the_speed_not_the_numbers():
 
 
 def test_bf16_step_is_finite_and_close_to_fp32():
+    """The bf16 step's loss is fp32's up to rounding, and the updated model gives a finite loss.
+    On CPU, torch 2.11's bf16 Conv3d backward now and then gives non-finite weight gradients
+    (docs/performance.md; about one run in five of this test): there the next step must stop
+    on them before it changes a weight, which is the guard a run relies on."""
     base = _two_steps(BASELINE)
-    half = _two_steps(StepMode("bf16", bf16=True, channels_last=True, fused_optimizer=True))
-    assert half[0]["loss"] == pytest.approx(base[0]["loss"], abs=0.05)  # bf16 rounding only
-    assert all(torch.isfinite(torch.tensor(v)) for v in half[1].values())
+    config = tiny()
+    torch.manual_seed(0)
+    mode = StepMode("bf16", bf16=True, channels_last=True, fused_optimizer=True)
+    model = prepare(build_model(config), mode, CPU)
+    optimizer = build_optimizer(model, config.optim, fused=True)
+    batch = synthetic_batch(config, 4)
+    set_learning_rates(optimizer, 100, optim=config.optim, steps_per_epoch=10)
+    kwargs = {"device": CPU, "bf16": True, "channels_last": True}
+    first = pretext_step(model, batch, optimizer, step=1, **kwargs)
+    assert first["loss"] == pytest.approx(base[0]["loss"], abs=0.05)  # bf16 rounding only
+    weights = {k: v.detach().clone() for k, v in model.named_parameters()}
+    try:
+        second = pretext_step(model, batch, optimizer, step=2, **kwargs)
+    except NonFiniteLossError as exc:  # the CPU kernel's fault, caught before the update
+        assert exc.step == 2
+        for key, value in model.named_parameters():  # (batch-norm statistics do move)
+            torch.testing.assert_close(value, weights[key], rtol=0, atol=0, equal_nan=True)
+    else:
+        assert all(torch.isfinite(torch.tensor(v)) for v in second.values())
 
 
 def test_flops_scale_with_the_batch():
