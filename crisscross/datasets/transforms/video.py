@@ -142,7 +142,7 @@ def _colour(means_BT3: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, tor
     if bool(jitter.any()):
         matrix, offset = _colour_jitter_batch(means_BT3, p, matrix, offset, jitter)
     gray = (p[:, _P["gray"]] > 0.5)[:, None, None]
-    grey = GRAY.to(device)
+    grey = _constants(str(device))["gray"]
     matrix = torch.where(gray, grey @ matrix, matrix)
     offset = torch.where(gray, offset @ grey.T, offset)
     return matrix, offset
@@ -151,8 +151,8 @@ def _colour(means_BT3: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, tor
 def _colour_jitter_batch(means_BT3, p, matrix, offset, on):
     """Compose each clip's four jitter steps in its own order (identity where `on` is False)."""
     device = means_BT3.device
-    luma, gray = LUMA.to(device), GRAY.to(device)
-    to_yiq, to_rgb = RGB_TO_YIQ.to(device), YIQ_TO_RGB.to(device)
+    c = _constants(str(device))
+    luma, gray, to_yiq, to_rgb = c["luma"], c["gray"], c["to_yiq"], c["to_rgb"]
     eye = torch.eye(3, device=device)
     f = p[:, _P["brightness"] : _P["hue"] + 1]  # (B, 4)
     cos, sin = torch.cos(2 * math.pi * f[:, 3]), torch.sin(2 * math.pi * f[:, 3])
@@ -274,4 +274,11 @@ def _cutout(x_BT3HW: torch.Tensor, box_B3: torch.Tensor) -> torch.Tensor:
     in_rows = (ys >= top) & (ys < top + side)  # (B, H)
     in_cols = (xs >= left) & (xs < left + side)  # (B, W)
     mask = (in_rows[:, :, None] & in_cols[:, None, :])[:, None, None]  # (B, 1, 1, H, W)
-    return torch.where(mask, CUTOUT_FILL.to(x_BT3HW.device), x_BT3HW)
+    return torch.where(mask, _constants(str(x_BT3HW.device))["fill"], x_BT3HW)
+
+
+@functools.lru_cache(maxsize=8)
+def _constants(device: str) -> dict[str, torch.Tensor]:
+    """The colour constants on `device`, copied there once (not on every training step)."""
+    named = {"luma": LUMA, "gray": GRAY, "to_yiq": RGB_TO_YIQ, "to_rgb": YIQ_TO_RGB}
+    return {k: v.to(device) for k, v in named.items()} | {"fill": CUTOUT_FILL.to(device)}
