@@ -33,21 +33,17 @@ from typing import Any
 
 import av
 import numpy as np
-import ray
 import torch
 
 from crisscross.datasets.decode import AUDIO_PREROLL, _to_rgb, read_clip, set_decoder_threads
-from crisscross.datasets.manifest import build_manifest
-from crisscross.datasets.pipeline import (
+from crisscross.datasets.epochs import (
     DecodeResources,
-    FailureLogRef,
     PretextTorchDataset,
     collate_skipping_failures,
     epoch_order,
-    iter_batches,
-    pretext_epoch,
     usable_rows,
 )
+from crisscross.datasets.manifest import build_manifest
 from crisscross.datasets.prepare import VIDEO_FORMATS, PrepareSpec, prepare_dataset
 from crisscross.datasets.samples import ClipSpec, DeviceAugment, PretextSample, sample_generators
 from crisscross.datasets.sampling import Windows, frame_times, pretext_windows
@@ -87,10 +83,12 @@ def run_data_benchmark(
     spec: DataBenchSpec, workdir: str | Path, *, clip: ClipSpec | None = None
 ) -> dict[str, Any]:
     """Make the corpus, measure every figure in one run, return the results (see module doc)."""
+    import ray
+
     clip = clip or ClipSpec()
     torch.set_num_threads(1)  # one process, one core: the single-process figures compare fairly
     workdir = Path(workdir)
-    corpus, rows = _corpus(spec, workdir)
+    corpus, rows = kinetics_like_corpus(spec, workdir)
     if not ray.is_initialized():
         ray.init(num_cpus=max(spec.workers, 1), configure_logging=False, log_to_driver=False)
     copies = {
@@ -207,7 +205,9 @@ def _batch_rate(batches: list[dict[str, torch.Tensor]], finish: DeviceAugment) -
     return count / (time.perf_counter() - start)
 
 
-def _corpus(spec: DataBenchSpec, workdir: Path) -> tuple[Path, list[dict[str, Any]]]:
+def kinetics_like_corpus(spec: DataBenchSpec, workdir: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """The synthetic corpus `spec` describes, under `workdir`/corpus (made once, then reused),
+    and its usable rows in epoch 0's order."""
     root = workdir / "corpus"
     synth = SynthSpec(
         classes=2,
@@ -306,6 +306,8 @@ def _naive(row: dict[str, Any], index: int, sample: PretextSample) -> dict[str, 
 
 
 def _ray_data(corpus: Path, spec: DataBenchSpec, clip: ClipSpec) -> tuple[float, float]:
+    from crisscross.datasets.pipeline import FailureLogRef, iter_batches, pretext_epoch
+
     manifest = build_manifest("kinetics400", str(corpus)).manifest
     repeats = max(
         1, -(-3 * spec.samples * spec.workers // max(1, usable_rows(manifest, clip).num_rows))

@@ -1,4 +1,5 @@
-"""From a manifest to fixed-shape pretraining batches: Ray Data, or a torch Dataset for debugging.
+"""From a manifest to fixed-shape pretraining batches through Ray Data (the Ray-free parts, the
+epoch order and the torch Dataset, are in `epochs` and re-exported here).
 
 Only manifest rows (paths and probed facts) enter Ray's object store; each decode actor opens the
 files itself. A sample that fails to decode is skipped and recorded, with its path and reason, in a
@@ -17,27 +18,37 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 import torch
 
 from crisscross.datasets.decode import DecodeError
+from crisscross.datasets.epochs import (
+    DecodeResources,
+    PretextTorchDataset,
+    collate_skipping_failures,
+    epoch_order,
+    usable_rows,
+)
 from crisscross.datasets.manifest import Manifest
 from crisscross.datasets.samples import ClipSpec, PretextSample
-from crisscross.datasets.sampling import required_seconds
 
 log = logging.getLogger(__name__)
 NAMESPACE = "crisscross"
-
-
-@dataclass(frozen=True)
-class DecodeResources:
-    """How the decode stage runs: actors, CPUs and memory per actor, rows per task."""
-
-    workers: int = 2
-    cpus_per_worker: float = 1.0
-    memory_mb: int | None = None
-    rows_per_task: int = 8
+__all__ = [  # the Ray-free names are re-exported: callers import the data path from one place
+    "DecodeResources",
+    "EpochData",
+    "Failure",
+    "FailureLogRef",
+    "PretextTorchDataset",
+    "collate_skipping_failures",
+    "device_batches",
+    "epoch_dataset",
+    "epoch_order",
+    "failure_summary",
+    "iter_batches",
+    "pretext_epoch",
+    "usable_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -102,27 +113,6 @@ class FailureLogRef:
     def peak_rss_mib(self) -> dict[int, float]:
         """Peak resident memory of each decode actor process so far, by pid."""
         return ray.get(self.handle.rss.remote())
-
-
-def usable_rows(manifest: Manifest, spec: ClipSpec) -> pa.Table:
-    """Rows with status ok that are long enough for the sampling mode."""
-    need = required_seconds(
-        spec.sampling, audio_seconds=spec.audio_seconds, video_seconds=spec.video_seconds
-    )
-    table = manifest.usable()
-    return table.filter(pc.greater_equal(table.column("duration"), need - 1e-6))
-
-
-def epoch_order(table: pa.Table, *, seed: int, epoch: int, repeats: int = 1) -> pa.Table:
-    """The epoch's rows, each `repeats` times, shuffled by (seed, epoch), numbered by `index`."""
-    order = np.tile(np.arange(table.num_rows), repeats)
-    np.random.default_rng([seed, epoch]).shuffle(order)
-    rows = table.select(
-        ["path", "duration", *(["audio_path"] if "audio_path" in table.column_names else [])]
-    )
-    rows = rows.take(pa.array(order))
-    rows = rows.append_column("index", pa.array(np.arange(len(order)), pa.int64()))
-    return rows.append_column("epoch", pa.array(np.full(len(order), epoch), pa.int64()))
 
 
 class PretextDecoder:
@@ -222,35 +212,17 @@ def iter_batches(
     )
 
 
-class PretextTorchDataset(torch.utils.data.Dataset):
-    """The same per-sample function as a map-style torch Dataset (debugging, benchmark baseline).
-
-    A sample that fails gives None; `collate_skipping_failures` drops it and counts it.
-    """
-
-    def __init__(self, rows: pa.Table, sample: PretextSample) -> None:
-        self.rows = rows.to_pylist()
-        self.sample = sample
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict[str, np.ndarray] | None:
-        row = self.rows[i]
-        try:
-            return self.sample(row, epoch=int(row["epoch"]), index=int(row["index"]))
-        except (DecodeError, ValueError) as exc:
-            log.warning("skipped %s: %s", row["path"], exc)
-            return None
-
-
-def collate_skipping_failures(items: list[dict[str, np.ndarray] | None]) -> dict[str, torch.Tensor]:
-    """Stack the samples that decoded (every key they hold); `failed` counts those that did not."""
-    kept = [item for item in items if item is not None]
-    batch = (
-        {key: torch.from_numpy(np.stack([item[key] for item in kept])) for key in kept[0]}
-        if kept
-        else {}
+def device_batches(
+    data: EpochData, batch_size: int, *, device: torch.device
+) -> Iterator[dict[str, torch.Tensor]]:
+    """The training loop's batches on `device`: collated two batches ahead of the step by Ray's
+    prefetch threads and, on a GPU, pinned and copied there without blocking; full batches only."""
+    return iter(
+        data.dataset.iter_torch_batches(
+            batch_size=batch_size,
+            drop_last=True,
+            prefetch_batches=2,
+            device=device,
+            pin_memory=device.type == "cuda",
+        )
     )
-    batch["failed"] = torch.tensor(len(items) - len(kept))
-    return batch

@@ -9,12 +9,13 @@ from collections.abc import Sequence
 import click
 
 from crisscross import __version__
+from crisscross.platform.cli_bench import bench
 from crisscross.platform.cli_cluster import cluster
 from crisscross.platform.cli_config import config
-from crisscross.platform.cli_data import bench, manifest, prepare, synth
+from crisscross.platform.cli_data import manifest, prepare, synth
 from crisscross.platform.cli_eval import finetune, probe, report, svm
 from crisscross.platform.cli_sweep import sweep
-from crisscross.platform.cli_train import bench_train, pretrain, quickstart
+from crisscross.platform.cli_train import pretrain, quickstart
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,7 +49,6 @@ for command in (
     cluster,
 ):
     cli.add_command(command)
-bench.add_command(bench_train)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,14 +1,11 @@
-"""Data commands: `synth`, `manifest`, `prepare` and `bench data`."""
+"""Data commands: `synth`, `manifest` and `prepare` (`bench data` is in cli_bench)."""
 
 from __future__ import annotations
 
-import tempfile
 import time
 
 import click
 
-from crisscross.datasets.bench import DataBenchSpec, run_data_benchmark, write_json
-from crisscross.datasets.bench import report as report_table
 from crisscross.datasets.layouts import LAYOUTS, LayoutError
 from crisscross.datasets.manifest import build_manifest, summary
 from crisscross.datasets.prepare import (
@@ -144,30 +141,3 @@ def prepare(
         f"{report.path}: {report.done} prepared, {report.skipped} already done, "
         f"{report.failed} failed, in {report.seconds:.1f} s"
     )
-
-
-@click.group()
-def bench() -> None:
-    """Benchmarks that print ratios measured side by side in one run."""
-
-
-@bench.command("data")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results.")
-@click.option("--workdir", type=click.Path(file_okay=False), help="Keep the corpus here.")
-@click.option("--clips", default=8, show_default=True, type=click.IntRange(min=2))
-@click.option("--samples", default=48, show_default=True, type=click.IntRange(min=2))
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1))
-def bench_data(
-    json_path: str | None, workdir: str | None, clips: int, samples: int, workers: int
-) -> None:
-    """Samples/s of every way of reading a Kinetics-like corpus (10 s, 340x256, 25 fps H.264,
-    keyframe every 2 s, 44.1 kHz stereo AAC), and their ratios against the goals."""
-    spec = DataBenchSpec(
-        clips=clips, samples=samples, naive_samples=max(2, samples // 4), workers=workers
-    )
-    with tempfile.TemporaryDirectory(prefix="crisscross-bench-") as scratch:
-        results = run_data_benchmark(spec, workdir or scratch)
-    click.echo(report_table(results))
-    if json_path:
-        write_json(results, json_path)
-        click.echo(f"wrote {json_path}")

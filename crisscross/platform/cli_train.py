@@ -1,9 +1,7 @@
-"""Training commands: `pretrain` and `quickstart`."""
+"""Training commands: `pretrain` and `quickstart` (`bench train` is in cli_bench)."""
 
 from __future__ import annotations
 
-import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -11,7 +9,6 @@ from typing import Any
 
 import click
 
-from crisscross.platform.bench_train import run_train_benchmark
 from crisscross.platform.clickutil import SET_OPTION, BadInput, as_exit_status, load_experiment
 from crisscross.platform.pretrain import (
     Outcome,
@@ -19,11 +16,7 @@ from crisscross.platform.pretrain import (
     resume_target,
     run_pretrain,
 )
-from crisscross.platform.quickstart import EXPERIMENT as QUICKSTART
-from crisscross.platform.quickstart import EXPERIMENTS, run_quickstart
-from crisscross.trainers.bench import TrainBenchSpec
-
-PAPER = EXPERIMENTS / "pretext" / "kinetics_sound.yaml"  # the paper-size step
+from crisscross.platform.quickstart import run_quickstart
 
 
 @click.command()
@@ -111,164 +104,3 @@ def report(outcome: Outcome) -> str:
     uri = outcome.tracking_uri
     lines.append(f"  browse: mlflow ui --backend-store-uri {uri}")
     return "\n".join(lines)
-
-
-@click.command("train")
-@click.option(
-    "--experiment",
-    type=click.Path(dir_okay=False),
-    help="Model, loss and shapes to time [experiments/pretext/quickstart.yaml].",
-)
-@SET_OPTION
-@click.option("--batch", type=click.IntRange(min=2), help="Batch per step [optim.batch_size].")
-@click.option(
-    "--steps",
-    default=10,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Steps per timed window.",
-)
-@click.option(
-    "--windows",
-    default=5,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Timed windows; each side's figure is its median window.",
-)
-@click.option("--warmup", default=5, show_default=True, type=click.IntRange(min=0))
-@click.option("--threads", type=click.IntRange(min=1), help="Torch threads [all CPUs].")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results.")
-@click.option(
-    "--device",
-    type=click.Choice(["cuda", "cpu"]),
-    help="Instead: the step on this device, baseline (fp32, eager) against ours (bf16, "
-    "channels-last, compiled, fused Adam), at each of --batches [paper-size experiment].",
-)
-@click.option(
-    "--batches",
-    default="32,64,128,256",
-    show_default=True,
-    help="With --device: per-device batch sizes, comma-separated.",
-)
-@click.option(
-    "--markdown",
-    type=click.Path(dir_okay=False),
-    help="With --device: put the table in this device's section of FILE, keeping the rest.",
-)
-@click.option(
-    "--compile/--no-compile",
-    default=True,
-    show_default=True,
-    help="With --device: torch.compile in our mode.",
-)
-def bench_train(
-    experiment: str | None,
-    sets: tuple[str, ...],
-    batch: int | None,
-    steps: int,
-    windows: int,
-    warmup: int,
-    threads: int | None,
-    json_path: str | None,
-    device: str | None,
-    batches: str,
-    markdown: str | None,
-    compile: bool,
-) -> None:
-    """Pretext-step samples/s through Ray Train (1 worker) against a bare PyTorch loop with the
-    same model, batch, threads and in-memory tensors, in one run (goal: ratio >= 0.9).
-
-    With --device: the step's throughput, step time, peak memory and MFU, baseline against
-    optimised, at several batch sizes, in one run (goal: ours >= 2x at the best batch size)."""
-    if device is not None:
-        step_benchmark(
-            experiment, sets, device=device, batches=batches, steps=steps, windows=windows,
-            warmup=warmup, threads=threads, compile=compile, json_path=json_path,
-            markdown=markdown,
-        )  # fmt: skip
-        return
-    config = load_experiment(experiment or str(QUICKSTART), sets)
-    spec = TrainBenchSpec(
-        config=config.model_dump(by_alias=True),
-        batch=batch or config.optim.batch_size,
-        steps=steps,
-        windows=windows,
-        warmup=warmup,
-        threads=threads or os.cpu_count() or 1,
-    )
-    results = run_train_benchmark(spec)
-    click.echo(
-        f"bare torch  {results['bare_torch_sps']:8.1f} samples/s "
-        f"(runs: {', '.join(f'{v:.1f}' for v in results['bare_runs_sps'])})\n"
-        f"ray train   {results['ray_train_sps']:8.1f} samples/s\n"
-        f"ratio       {results['ratio']:8.3f}  (goal >= {results['goal_ratio']}: "
-        f"{'met' if results['ratio'] >= results['goal_ratio'] else 'NOT met'})"
-    )
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(results, indent=2) + "\n")
-        click.echo(f"wrote {json_path}")
-
-
-def step_benchmark(
-    experiment: str | None,
-    sets: tuple[str, ...],
-    *,
-    device: str,
-    batches: str,
-    steps: int,
-    windows: int,
-    warmup: int,
-    threads: int | None,
-    compile: bool,
-    json_path: str | None,
-    markdown: str | None,
-) -> None:
-    """`bench train --device`: baseline against optimised on `device` (paper size by default)."""
-    import shlex
-
-    import torch
-
-    from crisscross.trainers.bench_step import (
-        StepBenchSpec,
-        performance_markdown,
-        run_step_benchmark,
-        write_markdown_section,
-    )
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise BadInput("--device cuda: no CUDA device here (torch.cuda.is_available() is false)")
-    try:
-        sizes = tuple(int(b) for b in batches.split(","))
-    except ValueError:
-        raise BadInput(f"--batches {batches}: give batch sizes as integers, e.g. 32,64") from None
-    if not sizes or min(sizes) < 2:
-        raise BadInput(f"--batches {batches}: every batch size must be at least 2")
-    config = load_experiment(experiment or str(PAPER), sets)
-    spec = StepBenchSpec(
-        config=config.model_dump(by_alias=True),
-        batches=sizes,
-        device=device,
-        steps=steps,
-        windows=windows,
-        warmup=warmup,
-        threads=threads,
-        compile=compile,
-    )
-    results = run_step_benchmark(spec)
-    command = ["crisscross", "bench", "train", "--device", device]
-    if experiment:
-        command += ["--experiment", experiment]
-    command += [a for s in sets for a in ("--set", s)]
-    command += ["--batches", batches, "--steps", str(steps), "--windows", str(windows)]
-    command += ["--warmup", str(warmup)] + (["--threads", str(threads)] if threads else [])
-    command += ["--compile" if compile else "--no-compile"]
-    table = performance_markdown(results, shlex.join(command))
-    click.echo(table)
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(results, indent=2) + "\n")
-        click.echo(f"wrote {json_path}")
-    if markdown:
-        write_markdown_section(Path(markdown), results["device"], table)
-        click.echo(f"wrote the {results['device']} section of {markdown}")

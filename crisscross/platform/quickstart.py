@@ -21,8 +21,8 @@ from crisscross.platform.finetune import run_finetune
 from crisscross.platform.frozen import run_svm
 from crisscross.platform.pretrain import Outcome, run_pretrain
 from crisscross.platform.report import write_report
+from crisscross.platform.storage import EXPERIMENTS
 
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 EXPERIMENT = EXPERIMENTS / "pretext" / "quickstart.yaml"
 SVM = EXPERIMENTS / "svm" / "quickstart_esc50.yaml"
 FINETUNE = EXPERIMENTS / "finetune" / "quickstart_ucf101.yaml"

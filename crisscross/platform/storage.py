@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 STORAGE_ENV = "CRISSCROSS_STORAGE"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"  # the specs shipped in the repo
 
 
 def is_uri(path: str) -> bool:

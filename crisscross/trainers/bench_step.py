@@ -251,18 +251,23 @@ def performance_markdown(results: dict[str, Any], command: str) -> str:
     )
 
 
-def section_markers(device_name: str) -> tuple[str, str]:
-    """The comment lines around one device's table in docs/performance.md."""
-    return (
-        f"<!-- bench train --device: {device_name} -->",
-        f"<!-- end bench train --device: {device_name} -->",
-    )
+def section_markers(device_name: str, kind: str = "bench train --device") -> tuple[str, str]:
+    """The comment lines around one device's table of one benchmark in docs/performance.md."""
+    return f"<!-- {kind}: {device_name} -->", f"<!-- end {kind}: {device_name} -->"
 
 
-def write_markdown_section(path: Path, device_name: str, table: str) -> None:
-    """Put `table` between this device's markers in `path`: replaced where they are, appended
-    as a new section where they are not; the rest of the file is kept as written."""
-    start, end = section_markers(device_name)
+def write_markdown_section(
+    path: Path,
+    device_name: str,
+    table: str,
+    *,
+    kind: str = "bench train --device",
+    heading: str = "{device}",
+) -> None:
+    """Put `table` between the markers of this device and benchmark `kind` in `path`: replaced
+    where they are, appended under `heading` (a format of {device}) where they are not; the rest
+    of the file is kept as written."""
+    start, end = section_markers(device_name, kind)
     block = f"{start}\n{table.rstrip()}\n{end}"
     text = path.read_text() if path.exists() else ""
     if start in text and end in text.split(start, 1)[1]:
@@ -270,7 +275,7 @@ def write_markdown_section(path: Path, device_name: str, table: str) -> None:
         after = rest.split(end, 1)[1]
         text = before + block + after
     else:
-        heading = f"## {device_name}"
-        text = (text.rstrip() + "\n\n" if text.strip() else "") + f"{heading}\n\n{block}\n"
+        title = "## " + heading.format(device=device_name)
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + f"{title}\n\n{block}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

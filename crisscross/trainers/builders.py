@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from crisscross.config import ExperimentConfig
-from crisscross.datasets.pipeline import DecodeResources
+from crisscross.datasets.epochs import DecodeResources
 from crisscross.datasets.samples import ClipSpec
 from crisscross.datasets.transforms import AugmentStrength
 from crisscross.models import CrissCross, LossWeights, create_backbone

@@ -70,10 +70,12 @@ def pretext_step(
     if distributed:
         dist.all_reduce(stacked)
         stacked /= dist.get_world_size()
+    optimizer.zero_grad()
+    # the backward is queued before the values are read, so the one host sync of the step comes
+    # after it rather than between forward and backward; the check still precedes the update
+    out["loss"].backward()
     values = dict(zip(out, stacked.tolist(), strict=True))
     if not all(math.isfinite(v) for v in values.values()):
         raise NonFiniteLossError(step, values)
-    optimizer.zero_grad()
-    out["loss"].backward()
     optimizer.step()
     return values

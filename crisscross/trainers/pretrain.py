@@ -37,7 +37,13 @@ from torch import nn
 from crisscross.config import ExperimentConfig
 from crisscross.datasets.fs import resolve
 from crisscross.datasets.manifest import read_manifest
-from crisscross.datasets.pipeline import FailureLogRef, epoch_dataset, epoch_order, usable_rows
+from crisscross.datasets.pipeline import (
+    FailureLogRef,
+    device_batches,
+    epoch_dataset,
+    epoch_order,
+    usable_rows,
+)
 from crisscross.datasets.samples import DeviceAugment
 from crisscross.trainers.builders import build_model, clip_spec, decode_resources
 from crisscross.trainers.monitor import KnnMonitor, MonitorSet
@@ -307,15 +313,7 @@ def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
         data = epoch_dataset(
             shard, spec=spec, seed=seed, resources=decode_resources(config), failure_log=failure_log
         )
-        batches = iter(
-            data.dataset.iter_torch_batches(
-                batch_size=per_worker,
-                drop_last=True,
-                prefetch_batches=2,  # decoded, collated and (on a GPU) copied ahead of the step
-                device=device,
-                pin_memory=device.type == "cuda",
-            )
-        )
+        batches = device_batches(data, per_worker, device=device)
         consumed = [progress.consumed]
         epoch_steps = progress.epoch_step + rows.num_rows // optim_cfg.batch_size
         exported.epoch_started(epoch)

@@ -60,6 +60,14 @@ def swept(local_ray, tmp_path_factory):
     spec["base"] = str(TINY.parent / spec["base"])
     spec["final"]["svm"] = str(TINY.parent / spec["final"]["svm"])
     spec["output_dir"] = str(work / "sweeps")
+    # smaller clips, video network and monitor subsample than the shipped example: the sweep's
+    # machinery is under test here, not what it learns
+    spec["set"] |= {
+        "data.crop_size": 32,
+        "data.frames": 4,
+        "model.video_width": 4,
+        "monitor.max_files": 20,
+    }
     sweep = work / "tiny.yaml"
     sweep.write_text(yaml.safe_dump(spec, sort_keys=False))
     folder = work / "sweeps" / "tiny"
