@@ -223,7 +223,8 @@ def step_benchmark(
 @click.option(
     "--experiment",
     type=click.Path(dir_okay=False),
-    help="Model, loss, shapes and decode settings [experiments/pretext/kinetics_sound.yaml].",
+    help="Model, loss, shapes and decode settings [on cuda the paper-size "
+    "experiments/pretext/kinetics_sound.yaml, on cpu experiments/pretext/quickstart.yaml].",
 )
 @SET_OPTION
 @click.option(
@@ -246,7 +247,9 @@ def step_benchmark(
     help="Decode worker counts to measure, comma-separated.",
 )
 @click.option(
-    "--batch", default=64, show_default=True, type=click.IntRange(min=2), help="Batch per step."
+    "--batch",
+    type=click.IntRange(min=2),
+    help="Batch per step [64 on cuda; on cpu the experiment's optim.batch_size].",
 )
 @click.option(
     "--steps", default=20, show_default=True, type=click.IntRange(min=1), help="Timed steps."
@@ -271,7 +274,7 @@ def bench_feed(
     device: str | None,
     loader: str,
     workers: str,
-    batch: int,
+    batch: int | None,
     steps: int,
     warmup: int,
     manifest_path: str | None,
@@ -293,7 +296,9 @@ def bench_feed(
         raise BadInput(f"--manifest {manifest_path}: no such file (make one: crisscross manifest)")
     if loader == "ray":
         _connect_ray()
-    config = load_experiment(experiment or str(PAPER), sets)
+    # a laptop without a GPU gets a step it can run in minutes, not the paper-size one
+    config = load_experiment(experiment or str(PAPER if device == "cuda" else QUICKSTART), sets)
+    batch = batch or (64 if device == "cuda" else config.optim.batch_size)
     with tempfile.TemporaryDirectory(prefix="crisscross-bench-feed-") as scratch:
         results = _feed(
             config.model_dump(by_alias=True),
@@ -388,7 +393,9 @@ def _feed(config: dict[str, Any], manifest: str, **options: Any) -> dict[str, An
     from crisscross.trainers.feed_bench import FeedBenchSpec, run_feed_benchmark
 
     try:
-        return run_feed_benchmark(FeedBenchSpec(config=config, manifest=manifest, **options))
+        return run_feed_benchmark(
+            FeedBenchSpec(config=config, manifest=manifest, **options), say=click.echo
+        )
     except ValueError as exc:  # a manifest with no usable clip, an unknown loader
         raise BadInput(str(exc)) from None
 

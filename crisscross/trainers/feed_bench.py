@@ -219,8 +219,11 @@ def ray_batches(
         yield item
 
 
-def run_feed_benchmark(spec: FeedBenchSpec) -> dict[str, Any]:
-    """Memory's figure, then the loader's at each worker count; the fewest that meet the goal."""
+def run_feed_benchmark(
+    spec: FeedBenchSpec, say: Callable[[str], None] = lambda _: None
+) -> dict[str, Any]:
+    """Memory's figure, then the loader's at each worker count (each said as it is measured);
+    the fewest workers that meet the goal."""
     if spec.threads:
         torch.set_num_threads(spec.threads)
     step = Stepper(spec)
@@ -233,6 +236,7 @@ def run_feed_benchmark(spec: FeedBenchSpec) -> dict[str, Any]:
         cycled(memory_batches(rows, sample, spec.batch, device), total),
         warmup=spec.warmup,
     )
+    say(f"memory (on the device): {_line(memory)}")
     figures = []
     for workers in spec.workers:
         if spec.loader == "ray":
@@ -243,7 +247,12 @@ def run_feed_benchmark(spec: FeedBenchSpec) -> dict[str, Any]:
         figure["workers"] = workers
         figure["vs_memory"] = figure["samples_per_s"] / memory["samples_per_s"]
         figures.append(figure)
+        say(f"{spec.loader}, {workers} decode worker(s): {_line(figure)}")
     return summarise(spec, memory, figures, config, step)
+
+
+def _line(figure: dict[str, Any]) -> str:
+    return f"{figure['samples_per_s']:.1f} samples/s, data wait {figure['data_wait']:.1%}"
 
 
 def summarise(
@@ -257,7 +266,7 @@ def summarise(
     decode-bound figures where none did."""
     met = [f["workers"] for f in figures if f["data_wait"] < WAIT_GOAL]
     bound = [f for f in figures if f["data_wait"] >= WAIT_GOAL]  # decode-bound: rate ~ workers
-    per_worker = max((f["samples_per_s"] / f["workers"] for f in bound), default=math.nan)
+    per_worker = max((f["samples_per_s"] / f["workers"] for f in bound), default=None)
     # a Ray decode actor takes data.decode_cpus; a DataLoader worker is a whole process
     cpus = decode_resources(config).cpus_per_worker if spec.loader == "ray" else 1.0
     device = step.device
@@ -281,7 +290,7 @@ def summarise(
         "decode_sps_per_worker": per_worker,
         "estimated_workers": (
             math.ceil(memory["samples_per_s"] * (1 - WAIT_GOAL) / per_worker)
-            if per_worker > 0
+            if per_worker
             else None
         ),
     }

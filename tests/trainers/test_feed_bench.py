@@ -5,6 +5,7 @@ with each loader, and both device benchmarks on a machine without Ray or MLflow.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -80,6 +81,11 @@ def test_the_fewest_workers_meeting_the_goal_and_the_estimate():
     assert "| torch | 4 | 72.0 | 25.0% | 0.72 |" in table
     assert "Fewest decode workers keeping the wait under 10%: 8 (1 CPU each)." in table
     assert "(20.0 samples/s per worker): 5 workers." in table
+    out = summarise(spec, memory, figures[-1:], load_config(QUICKSTART), step)
+    assert out["workers_meeting_goal"] == 8  # no decode-bound figure: nothing to estimate from
+    assert out["decode_sps_per_worker"] is None and out["estimated_workers"] is None
+    assert "Estimate" not in feed_markdown(out, "c")
+    json.dumps(out, allow_nan=False)  # strict JSON
     out = summarise(spec, memory, figures[:2], load_config(QUICKSTART), step)
     assert out["workers_meeting_goal"] is None
     assert "No measured worker count kept the wait under 10%." in feed_markdown(out, "c")
@@ -106,10 +112,10 @@ def test_epoch_rows_repeat_the_clips_to_the_samples_asked(manifest):
     assert rows.column("path").to_pylist() == full.column("path").to_pylist()[:37]
 
 
-def feed_args(manifest, tmp_path, loader, workers):
+def feed_args(manifest, tmp_path, loader, workers, batch=("--batch", "4")):
     return [
         "feed", "--device", "cpu", "--loader", loader, "--experiment", str(QUICKSTART), *SETS,
-        "--workers", workers, "--batch", "4", "--steps", "2", "--warmup", "1", "--threads", "1",
+        "--workers", workers, *batch, "--steps", "2", "--warmup", "1", "--threads", "1",
         "--manifest", manifest, "--json", str(tmp_path / "feed.json"),
         "--markdown", str(tmp_path / "performance.md"),
     ]  # fmt: skip
@@ -149,6 +155,9 @@ def test_both_device_benchmarks_run_without_ray_or_mlflow(manifest, tmp_path):
     fed_run = without_ray(*feed_args(manifest, tmp_path, "torch", "1,2"))
     assert fed_run.returncode == 0, fed_run.stderr[-3000:]
     check_results(tmp_path, "torch", [1, 2])
+    said = fed_run.stdout
+    assert said.index("memory (on the device): ") < said.index("torch, 1 decode worker(s): ")
+    assert "torch, 2 decode worker(s): " in said and "samples/s, data wait " in said
     trained = without_ray(
         "train", "--device", "cpu", "--experiment", str(QUICKSTART), *SETS, "--batches", "2",
         "--steps", "1", "--windows", "1", "--warmup", "0", "--threads", "1", "--no-compile",
@@ -163,9 +172,11 @@ def test_both_device_benchmarks_run_without_ray_or_mlflow(manifest, tmp_path):
 
 
 def test_bench_feed_through_the_ray_pipeline(run_cli, local_ray, manifest, tmp_path):
-    result = run_cli("bench", *feed_args(manifest, tmp_path, "ray", "1"))
+    batch = ("--set", "optim.batch_size=4")  # on a CPU the batch defaults to the experiment's
+    result = run_cli("bench", *feed_args(manifest, tmp_path, "ray", "1", batch))
     assert result.exit_code == 0, result.output
     data = check_results(tmp_path, "ray", [1])
+    assert data["batch"] == 4
     assert data["cpus_per_decode_worker"] == 0.5  # quickstart's data.decode_cpus
 
 
@@ -190,3 +201,17 @@ def test_device_benchmarks_refuse_cuda_without_a_gpu(run_cli, command):
     result = run_cli("bench", command, "--device", "cuda")
     assert result.exit_code == 2
     assert "--device cuda: no CUDA device here" in result.output
+
+
+def test_the_gpu_script_parses_and_names_options_that_exist():
+    script = REPO / "docs" / "benchmarks" / "run-on-gpu.sh"
+    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    from crisscross.platform.cli_bench import bench
+
+    text = script.read_text()
+    for name in ("train", "feed"):
+        command = bench.commands[name]
+        known = {opt for param in command.params for opt in param.opts + param.secondary_opts}
+        block = text.split(f'"${{bench[@]}}" {name} ', 1)[1].split("\n\n", 1)[0]
+        used = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", block))
+        assert used and used <= known, used - known
