@@ -44,7 +44,6 @@ from crisscross.datasets.epochs import (
     usable_rows,
 )
 from crisscross.datasets.manifest import build_manifest
-from crisscross.datasets.prepare import VIDEO_FORMATS, PrepareSpec, prepare_dataset
 from crisscross.datasets.samples import ClipSpec, DeviceAugment, PretextSample, sample_generators
 from crisscross.datasets.sampling import Windows, frame_times, pretext_windows
 from crisscross.datasets.synth import SynthSpec, synthesize
@@ -83,7 +82,9 @@ def run_data_benchmark(
     spec: DataBenchSpec, workdir: str | Path, *, clip: ClipSpec | None = None
 ) -> dict[str, Any]:
     """Make the corpus, measure every figure in one run, return the results (see module doc)."""
-    import ray
+    import ray  # here, not at the top: the corpus maker below also serves Ray-free benchmarks
+
+    from crisscross.datasets.prepare import VIDEO_FORMATS, PrepareSpec, prepare_dataset
 
     clip = clip or ClipSpec()
     torch.set_num_threads(1)  # one process, one core: the single-process figures compare fairly

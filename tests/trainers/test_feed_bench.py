@@ -16,6 +16,7 @@ import torch
 
 from crisscross.config import load_config
 from crisscross.datasets.manifest import build_manifest
+from crisscross.datasets.synth import SynthSpec, synthesize
 from crisscross.trainers import feed_bench
 from crisscross.trainers.feed_bench import FeedBenchSpec, epoch_rows, fed, feed_markdown, summarise
 from tests.conftest import REPO, TINY_SIZES
@@ -112,11 +113,13 @@ def test_epoch_rows_repeat_the_clips_to_the_samples_asked(manifest):
     assert rows.column("path").to_pylist() == full.column("path").to_pylist()[:37]
 
 
-def feed_args(manifest, tmp_path, loader, workers, batch=("--batch", "4")):
+def feed_args(source, tmp_path, loader, workers, batch=("--batch", "4")):
+    """`source`: a manifest path, or ("--workdir", DIR) holding the default corpus."""
+    source = ("--manifest", source) if isinstance(source, str) else source
     return [
         "feed", "--device", "cpu", "--loader", loader, "--experiment", str(QUICKSTART), *SETS,
         "--workers", workers, *batch, "--steps", "2", "--warmup", "1", "--threads", "1",
-        "--manifest", manifest, "--json", str(tmp_path / "feed.json"),
+        *source, "--json", str(tmp_path / "feed.json"),
         "--markdown", str(tmp_path / "performance.md"),
     ]  # fmt: skip
 
@@ -150,9 +153,16 @@ def without_ray(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_both_device_benchmarks_run_without_ray_or_mlflow(manifest, tmp_path):
-    """A GPU box with torch alone (the lent device machine): `bench feed --loader torch` and
-    `bench train --device` run from `python -m crisscross.platform.cli_bench`."""
-    fed_run = without_ray(*feed_args(manifest, tmp_path, "torch", "1,2"))
+    """A GPU box with torch alone (the lent device machine): `bench feed --loader torch` on its
+    default synthetic corpus and `bench train --device` run from `python -m
+    crisscross.platform.cli_bench`. (The corpus is made small here beforehand: `feed` makes
+    the manifest and reads it, as it does after making the full-size corpus.)"""
+    synthesize(
+        "kinetics400", tmp_path / "work" / "corpus", SynthSpec(classes=2, per_class=2, seconds=4)
+    )
+    fed_run = without_ray(
+        *feed_args(("--workdir", str(tmp_path / "work")), tmp_path, "torch", "1,2")
+    )
     assert fed_run.returncode == 0, fed_run.stderr[-3000:]
     check_results(tmp_path, "torch", [1, 2])
     said = fed_run.stdout
