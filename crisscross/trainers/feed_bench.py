@@ -316,18 +316,22 @@ def feed_markdown(results: dict[str, Any], command: str) -> str:
             f"{f['data_wait']:.1%} | {f['vs_memory']:.2f} |"
         )
     goal = f"{results['wait_goal']:.0%}"
+    cpus = results["cpus_per_decode_worker"]
     if results["workers_meeting_goal"] is not None:
+        workers = results["workers_meeting_goal"]
         verdict = (
-            f"Fewest decode workers keeping the wait under {goal}: "
-            f"{results['workers_meeting_goal']} ({results['cpus_per_decode_worker']:g} CPU each)."
+            f"Fewest decode workers keeping the wait under {goal}: {workers} ({cpus:g} CPU "
+            f"each), so {workers * cpus:g} decode CPUs per training device "
+            f"(data.decode_workers: {workers} per training worker)."
         )
     else:
         verdict = f"No measured worker count kept the wait under {goal}."
     if results["estimated_workers"] is not None:
+        estimate = results["estimated_workers"]
         verdict += (
             f" Estimate from the decode-bound figures "
             f"({results['decode_sps_per_worker']:.1f} samples/s per worker): "
-            f"{results['estimated_workers']} workers."
+            f"{estimate} workers, {estimate * cpus:g} decode CPUs."
         )
     return "\n".join([*lines, "", verdict])
 

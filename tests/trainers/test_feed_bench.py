@@ -80,8 +80,11 @@ def test_the_fewest_workers_meeting_the_goal_and_the_estimate():
     assert out["estimated_workers"] == 5  # ceil(100 * 0.9 / 20)
     table = feed_markdown(out, "crisscross bench feed")
     assert "| torch | 4 | 72.0 | 25.0% | 0.72 |" in table
-    assert "Fewest decode workers keeping the wait under 10%: 8 (1 CPU each)." in table
-    assert "(20.0 samples/s per worker): 5 workers." in table
+    assert (
+        "Fewest decode workers keeping the wait under 10%: 8 (1 CPU each), so 8 decode CPUs "
+        "per training device (data.decode_workers: 8 per training worker)." in table
+    )
+    assert "(20.0 samples/s per worker): 5 workers, 5 decode CPUs." in table
     out = summarise(spec, memory, figures[-1:], load_config(QUICKSTART), step)
     assert out["workers_meeting_goal"] == 8  # no decode-bound figure: nothing to estimate from
     assert out["decode_sps_per_worker"] is None and out["estimated_workers"] is None
