@@ -8,7 +8,6 @@ config's packages are installed, without Ray or MLflow:
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import tempfile
@@ -68,7 +67,7 @@ def bench_data(
 ) -> None:
     """Samples/s of every way of reading a Kinetics-like corpus (10 s, 340x256, 25 fps H.264,
     keyframe every 2 s, 44.1 kHz stereo AAC), and their ratios against the goals."""
-    from crisscross.datasets.bench import DataBenchSpec, run_data_benchmark, write_json
+    from crisscross.datasets.bench import DataBenchSpec, run_data_benchmark
     from crisscross.datasets.bench import report as report_table
 
     spec = DataBenchSpec(
@@ -77,9 +76,7 @@ def bench_data(
     with tempfile.TemporaryDirectory(prefix="crisscross-bench-") as scratch:
         results = run_data_benchmark(spec, workdir or scratch)
     click.echo(report_table(results))
-    if json_path:
-        write_json(results, json_path)
-        click.echo(f"wrote {json_path}")
+    write_results(results, json_path)
 
 
 @bench.command("train")
@@ -358,9 +355,10 @@ def write_results(
     heading: str = "{device}",
 ) -> None:
     """The JSON file, and this device's section of the markdown file, when asked for."""
+    from crisscross.datasets.bench import write_json
+
     if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(results, indent=2) + "\n")
+        write_json(results, json_path)
         click.echo(f"wrote {json_path}")
     if markdown and table is not None:
         from crisscross.trainers.bench_step import write_markdown_section

@@ -24,7 +24,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import torch
 
@@ -157,9 +156,9 @@ def memory_batches(
             sample(row, epoch=0, index=int(row["index"]))
             for row in listed[b * batch : (b + 1) * batch]
         ]
-        out.append(
-            {k: torch.from_numpy(np.stack([it[k] for it in items])).to(device) for k in items[0]}
-        )
+        collated = collate_skipping_failures(items)
+        collated.pop("failed")
+        out.append({k: v.to(device) for k, v in collated.items()})
     return out
 
 
