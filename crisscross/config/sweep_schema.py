@@ -65,6 +65,13 @@ class Domain(Section):
 
 
 FORMS = ("grid", "choice", "uniform", "loguniform", "randint")
+CASE = "case"  # the trial parameter that names a sweep's case
+
+
+def expand_case(params: dict[str, Any], cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A trial's parameters as dotted overrides: its named case (if any) expanded."""
+    out = {k: v for k, v in params.items() if k != CASE}
+    return (dict(cases[params[CASE]]) | out) if CASE in params else out
 
 
 class SearchConfig(Section):
@@ -119,14 +126,24 @@ class FinalConfig(Section):
 class SweepConfig(Section):
     """A whole sweep: what to vary, how to search, how to stop, where to write."""
 
+    def overrides(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A trial's parameters as dotted config overrides: its case expanded, the rest as is."""
+        return expand_case(params, self.cases)
+
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     """Sweep name: the Tune experiment folder, the MLflow parent run, the trials' run names."""
     base: str = Field(min_length=1)
     """The pretraining experiment every trial starts from (relative to the sweep file)."""
     fixed: dict[str, Any] = Field(default_factory=dict, alias="set")
     """Dotted overrides applied to every trial, written `set:` (e.g. data.root, optim.epochs)."""
-    space: dict[str, Domain]
+    space: dict[str, Domain] = Field(default_factory=dict)
     """The search space: dotted config key -> its domain."""
+    cases: dict[
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")], dict[str, Scalar]
+    ] = Field(default_factory=dict)
+    """Named sets of dotted overrides, each the config of its own trials (crossed with the grid
+    of `space`): the rows of an ablation, e.g. `intra_only: {loss.sync: false, loss.async:
+    false}`. A trial's `case` parameter names its case."""
     search: SearchConfig = SearchConfig()
     asha: AshaConfig = AshaConfig()
     final: FinalConfig = FinalConfig()
@@ -138,12 +155,20 @@ class SweepConfig(Section):
 
     @model_validator(mode="after")
     def _searchable(self) -> SweepConfig:
-        if not self.space:
+        if not self.space and not self.cases:
             raise PydanticCustomError(
                 "empty_space",
                 "the search space is empty: give at least one dotted config key with its "
-                "domain, e.g. loss.w_sync: {{grid: [0.5, 1.0]}}",
+                "domain, e.g. loss.w_sync: {{grid: [0.5, 1.0]}} (or named cases)",
                 {"key": "space"},
+            )
+        empty = [name for name, overrides in self.cases.items() if not overrides]
+        if empty:
+            raise PydanticCustomError(
+                "empty_case",
+                "case {name} sets nothing: give it at least one dotted key, e.g. "
+                "{{loss.intra: false}}",
+                {"name": empty[0], "key": f"cases.{empty[0]}"},
             )
         forms = {key: domain.form for key, domain in self.space.items()}
         algorithm = self.search.algorithm

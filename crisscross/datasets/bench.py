@@ -222,6 +222,7 @@ def kinetics_like_corpus(spec: DataBenchSpec, workdir: Path) -> tuple[Path, list
         channels=spec.channels,
         keyframe_every=spec.keyframe_every,
         preset=spec.preset,
+        content="style",  # textured clips: the codec work of real video, not learnability
     )
     if not (root / "annotations").exists():
         synthesize("kinetics400", root, synth)

@@ -4,6 +4,11 @@ epoch order and the torch Dataset, are in `epochs` and re-exported here).
 Only manifest rows (paths and probed facts) enter Ray's object store; each decode actor opens the
 files itself. A sample that fails to decode is skipped and recorded, with its path and reason, in a
 named FailureLog actor; `EpochData.failures()` drains it at the end of the epoch.
+
+`EpochStream` runs several consecutive epochs through one pipeline, so that the decode actors
+start once rather than at every epoch (short epochs spent most of their time starting them);
+it cuts the stream back into each epoch's full batches. Written here because Ray Data batches
+across its input without knowing an epoch's end.
 Legend of batch arrays: B samples, T frames, F mel bins, S spectrogram frames.
 """
 
@@ -36,7 +41,9 @@ log = logging.getLogger(__name__)
 NAMESPACE = "crisscross"
 __all__ = [  # the Ray-free names are re-exported: callers import the data path from one place
     "DecodeResources",
+    "EpochBatcher",
     "EpochData",
+    "EpochStream",
     "Failure",
     "FailureLogRef",
     "PretextTorchDataset",
@@ -118,30 +125,44 @@ class FailureLogRef:
 class PretextDecoder:
     """Ray Data callable class: a batch of manifest rows -> a batch of decoded, augmented views."""
 
-    def __init__(self, spec: ClipSpec, seed: int, failure_log: str | None) -> None:
+    def __init__(
+        self, spec: ClipSpec, seed: int, failure_log: str | None, keep_failed: bool = False
+    ) -> None:
         torch.set_num_threads(1)  # one decode actor per CPU: no oversubscription
         self.sample = PretextSample(spec, seed=seed)
         self.failures = ray.get_actor(failure_log, namespace=NAMESPACE) if failure_log else None
+        self.keep_failed = keep_failed  # a zero row with ok False in place of a failed sample
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         empty = self.sample.empty()  # every array a sample holds, at zero samples
         views: dict[str, list[np.ndarray]] = {name: [] for name in empty}
         kept: list[int] = []
+        epochs: list[int] = []
+        ok: list[bool] = []
         for i in range(len(batch["path"])):
             row = {key: batch[key][i] for key in batch}
+            decoded = True
             try:
                 out = self.sample(row, epoch=int(row["epoch"]), index=int(row["index"]))
             except (DecodeError, ValueError) as exc:
                 self._record(Failure(str(row["path"]), str(exc), int(row["epoch"])))
-                continue
+                if not self.keep_failed:
+                    continue
+                decoded = False
+                out = {name: np.zeros(a.shape[1:], a.dtype) for name, a in empty.items()}
             for name in views:
                 views[name].append(out[name])
             kept.append(int(row["index"]))
+            epochs.append(int(row["epoch"]))
+            ok.append(decoded)
         if self.failures is not None:  # ru_maxrss is in KiB on Linux
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             self.failures.note_rss.remote(os.getpid(), peak)
         out = {name: np.stack(arrays) if arrays else empty[name] for name, arrays in views.items()}
-        return out | {"index": np.asarray(kept, np.int64)}  # which rows a batch holds (resume)
+        meta = {"index": np.asarray(kept, np.int64)}  # which rows a batch holds (resume)
+        if self.keep_failed:  # the stream needs every row's epoch and whether it decoded
+            meta |= {"epoch": np.asarray(epochs, np.int64), "ok": np.asarray(ok, np.bool_)}
+        return out | meta
 
     def _record(self, failure: Failure) -> None:
         log.warning("skipped %s: %s", failure.path, failure.reason)
@@ -186,13 +207,21 @@ def epoch_dataset(
     seed: int = 0,
     resources: DecodeResources = DecodeResources(),
     failure_log: FailureLogRef | None = None,
+    keep_failed: bool = False,
 ) -> EpochData:
-    """The Ray Dataset decoding `rows` (from `epoch_order`, or a worker's share of them)."""
+    """The Ray Dataset decoding `rows` (from `epoch_order`, or a worker's share of them). With
+    `keep_failed`, a sample that fails to decode stays as a zero row, and every row carries its
+    `epoch` and `ok` (False for such a row), as `EpochStream` needs."""
     failure_log = failure_log or FailureLogRef.create()
     blocks = max(1, -(-rows.num_rows // resources.rows_per_task))  # one block per decode task
     dataset = ray.data.from_arrow(rows, override_num_blocks=blocks).map_batches(
         PretextDecoder,
-        fn_constructor_kwargs={"spec": spec, "seed": seed, "failure_log": failure_log.name},
+        fn_constructor_kwargs={
+            "spec": spec,
+            "seed": seed,
+            "failure_log": failure_log.name,
+            "keep_failed": keep_failed,
+        },
         batch_size=resources.rows_per_task,
         compute=ray.data.ActorPoolStrategy(size=resources.workers),
         num_cpus=resources.cpus_per_worker,
@@ -213,16 +242,123 @@ def iter_batches(
 
 
 def device_batches(
-    data: EpochData, batch_size: int, *, device: torch.device
+    data: EpochData, batch_size: int, *, device: torch.device, drop_last: bool = True
 ) -> Iterator[dict[str, torch.Tensor]]:
     """The training loop's batches on `device`: collated two batches ahead of the step by Ray's
-    prefetch threads and, on a GPU, pinned and copied there without blocking; full batches only."""
+    prefetch threads and, on a GPU, pinned and copied there without blocking; full batches only
+    (with `drop_last`)."""
     return iter(
         data.dataset.iter_torch_batches(
             batch_size=batch_size,
-            drop_last=True,
+            drop_last=drop_last,
             prefetch_batches=2,
             device=device,
             pin_memory=device.type == "cuda",
         )
     )
+
+
+class EpochBatcher:
+    """Cuts a stream of row batches from consecutive epochs back into each epoch's full batches.
+
+    `source` yields batches whose rows carry `index`, `epoch` and `ok` (False: failed to
+    decode), in any order across epochs; `sizes` maps each epoch, in the order they run, to how
+    many rows of it the source holds. `batches(epoch)` yields that epoch's full batches of rows
+    that decoded and ends once all its rows have come through (a partial last batch is dropped,
+    as `drop_last` does); rows of an epoch already ended are dropped, rows of a later epoch that
+    come early wait for it. `skipped[epoch]` counts its rows that failed to decode.
+    """
+
+    def __init__(
+        self,
+        source: Iterator[dict[str, torch.Tensor]],
+        sizes: Mapping[int, int],
+        batch_size: int,
+    ) -> None:
+        self.sizes = dict(sizes)
+        self.batch_size = batch_size
+        self.skipped = dict.fromkeys(self.sizes, 0)
+        self._source = source
+        self._seen = dict.fromkeys(self.sizes, 0)
+        self._waiting: dict[int, list[dict[str, torch.Tensor]]] = {e: [] for e in self.sizes}
+        self._current = min(self.sizes)
+
+    def batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        """The full batches of `epoch` (one of `sizes`, not before the current one)."""
+        if epoch not in self.sizes or epoch < self._current:
+            raise ValueError(f"epoch {epoch} is not ahead in this stream ({list(self.sizes)})")
+        self._current = epoch
+        for earlier in [e for e in self._waiting if e < epoch]:
+            self._waiting[earlier] = []
+        while True:
+            if _rows(self._waiting[epoch]) >= self.batch_size:
+                yield self._take(epoch)
+            elif self._seen[epoch] >= self.sizes[epoch]:
+                self._waiting[epoch] = []
+                return
+            else:
+                raw = next(self._source, None)
+                if raw is None:
+                    return
+                self._sort(raw)
+
+    def _sort(self, raw: dict[str, torch.Tensor]) -> None:
+        """File a batch's rows under their epochs; count the failed ones and drop them."""
+        raw = dict(raw)
+        epochs, ok = raw.pop("epoch").cpu(), raw.pop("ok").cpu().bool()
+        for epoch in epochs.unique().tolist():
+            mine = epochs == epoch
+            self._seen[epoch] += int(mine.sum())
+            self.skipped[epoch] += int((mine & ~ok).sum())
+            keep = mine & ok
+            if epoch < self._current or not bool(keep.any()):
+                continue
+            if bool(keep.all()):
+                self._waiting[epoch].append(raw)
+            else:
+                where = keep.nonzero().squeeze(1).to(raw["index"].device)
+                self._waiting[epoch].append({k: v.index_select(0, where) for k, v in raw.items()})
+
+    def _take(self, epoch: int) -> dict[str, torch.Tensor]:
+        """The next `batch_size` rows waiting in `epoch` (the batch as it came when it fits)."""
+        waiting, size = self._waiting[epoch], self.batch_size
+        if _rows(waiting[:1]) == size:
+            return waiting.pop(0)
+        merged = {k: torch.cat([part[k] for part in waiting]) for k in waiting[0]}
+        rest = {k: v[size:] for k, v in merged.items()}
+        self._waiting[epoch] = [rest] if _rows([rest]) else []
+        return {k: v[:size] for k, v in merged.items()}
+
+
+class EpochStream(EpochBatcher):
+    """Consecutive epochs decoded by one Ray Data pipeline, cut back into each epoch's batches.
+
+    `shards` maps each epoch, in the order they run, to the rows this worker trains on in it
+    (from `epoch_order`); the decode actors start once for all of them. `data` is the pipeline.
+    """
+
+    def __init__(
+        self,
+        shards: Mapping[int, pa.Table],
+        *,
+        spec: ClipSpec,
+        seed: int,
+        resources: DecodeResources,
+        failure_log: FailureLogRef,
+        batch_size: int,
+        device: torch.device,
+    ) -> None:
+        self.data = epoch_dataset(
+            pa.concat_tables(list(shards.values())),
+            spec=spec,
+            seed=seed,
+            resources=resources,
+            failure_log=failure_log,
+            keep_failed=True,
+        )
+        source = device_batches(self.data, batch_size, device=device, drop_last=False)
+        super().__init__(source, {e: rows.num_rows for e, rows in shards.items()}, batch_size)
+
+
+def _rows(parts: list[dict[str, torch.Tensor]]) -> int:
+    return sum(len(part["index"]) for part in parts)

@@ -12,9 +12,11 @@ from crisscross.models.factory import (
 )
 from crisscross.models.heads import predictor, projector
 from crisscross.models.objective import (
+    STATS,
     TERMS,
     LossWeights,
     crisscross_loss,
+    embedding_stats,
     negative_cosine,
     pair_loss,
 )
@@ -32,6 +34,7 @@ from crisscross.models.weights import (
 
 __all__ = [
     "BACKBONES",
+    "STATS",
     "TERMS",
     "AudioResNet18",
     "Backbone",
@@ -46,6 +49,7 @@ __all__ = [
     "create_backbone",
     "crisscross_loss",
     "detect_backbone",
+    "embedding_stats",
     "list_backbones",
     "load_backbone",
     "negative_cosine",

@@ -10,7 +10,7 @@ from torch import nn
 
 from crisscross.models.backbone import Backbone
 from crisscross.models.heads import predictor, projector
-from crisscross.models.objective import LossWeights, crisscross_loss
+from crisscross.models.objective import LossWeights, crisscross_loss, embedding_stats
 
 
 class CrissCross(nn.Module):
@@ -18,7 +18,8 @@ class CrissCross(nn.Module):
 
     `forward(v1, v2, a1, a2)` takes two video windows (B, 3, T, H, W) and two audio windows
     (B, 1, F, S) of the same videos and returns {"loss", "v1v2", "a1a2", "v1a1", "v2a2", "v1a2",
-    "a1v2"}, each a scalar tensor.
+    "a1v2"} and the collapse indicators of `embedding_stats` ("embed_std/video",
+    "embed_std/audio", "embed_cos/av", without gradient), each a scalar tensor.
     """
 
     def __init__(
@@ -67,7 +68,7 @@ class CrissCross(nn.Module):
             view: (self.video_predictor if view[0] == "v" else self.audio_predictor)(z_view)
             for view, z_view in z.items()
         }
-        return crisscross_loss(z, p, self.weights)
+        return crisscross_loss(z, p, self.weights) | embedding_stats(z)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """The recipe's four optimiser groups: backbone+projector and predictor, per modality."""

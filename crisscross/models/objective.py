@@ -67,6 +67,32 @@ class LossWeights:
         return [term for term, on in families.items() if on]
 
 
+STATS = ("embed_std/video", "embed_std/audio", "embed_cos/av")
+
+
+@torch.no_grad()
+def embedding_stats(z: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """SimSiam's collapse indicators from the projections `z` of the four views, as scalars.
+
+    "embed_std/<modality>": the std over the batch of the l2-normalised projections (both windows),
+    averaged over the K dimensions, times sqrt(K): about 1 for outputs spread over the sphere,
+    0 for a collapsed encoder that maps every input to one point. "embed_cos/av": the mean
+    cosine between the synchronous video and audio projections (v1 with a1, v2 with a2).
+    """
+    out = {}
+    for modality, views in (("video", ("v1", "v2")), ("audio", ("a1", "a2"))):
+        unit = F.normalize(torch.cat([z[v].detach().float() for v in views]), dim=-1)
+        out[f"embed_std/{modality}"] = (
+            unit.std(dim=0, unbiased=False).mean() * unit.shape[-1] ** 0.5
+        )
+    cos = [
+        F.cosine_similarity(z[v].detach().float(), z[a].detach().float(), dim=-1)
+        for v, a in (("v1", "a1"), ("v2", "a2"))
+    ]
+    out["embed_cos/av"] = torch.cat(cos).mean()
+    return out
+
+
 def negative_cosine(p_BK: torch.Tensor, z_BK: torch.Tensor) -> torch.Tensor:
     """D(p, z) = -cos(p, stopgrad(z)), averaged over the batch: a scalar in [-1, 1]."""
     return -F.cosine_similarity(p_BK, z_BK.detach(), dim=-1).mean()

@@ -14,7 +14,7 @@ from crisscross.datasets.prepare import (
     PrepareSpec,
     prepare_dataset,
 )
-from crisscross.datasets.synth import SynthSpec, synthesize
+from crisscross.datasets.synth import CONTENTS, SynthSpec, synthesize
 from crisscross.platform.clickutil import BadInput
 
 DATASET = click.Choice(LAYOUTS.names())
@@ -27,14 +27,30 @@ DATASET = click.Choice(LAYOUTS.names())
 @click.option("--per-class", default=6, show_default=True, type=click.IntRange(min=1))
 @click.option("--seconds", type=click.FloatRange(min=0.1), help="Clip length [4; ESC-50: 5].")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--content",
+    type=click.Choice(CONTENTS),
+    default="motion",
+    show_default=True,
+    help="motion: only the motion and the sound in step with it carry the class (at most 4 "
+    "classes; random features score near chance); style: each class has its own look and sound.",
+)
 def synth(
-    dataset: str, out: str, classes: int, per_class: int, seconds: float | None, seed: int
+    dataset: str,
+    out: str,
+    classes: int,
+    per_class: int,
+    seconds: float | None,
+    seed: int,
+    content: str,
 ) -> None:
     """Write a small synthetic DATASET of real encoded files in its on-disk layout under OUT."""
     seconds = seconds or (5.0 if dataset == "esc50" else 4.0)
-    spec = SynthSpec(classes=classes, per_class=per_class, seconds=seconds, seed=seed)
     start = time.perf_counter()
     try:
+        spec = SynthSpec(
+            classes=classes, per_class=per_class, seconds=seconds, seed=seed, content=content
+        )
         count = synthesize(dataset, out, spec)
     except ValueError as exc:
         raise BadInput(str(exc)) from None

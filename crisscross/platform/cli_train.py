@@ -83,6 +83,11 @@ def quickstart(workdir: str) -> None:
     click.echo(report(result.pretrain))
     for outcome in result.evaluations:
         click.echo(summary(outcome))
+    click.echo(
+        "\nWhat pretraining gained (top-1 accuracy; the random init is the run's own "
+        "initial weights, evaluated the same way):\n"
+    )
+    click.echo(result.gains)
     click.echo("\n" + result.report)
     click.echo(f"(also in {result.report_path})")
     click.echo(f"quickstart took {time.perf_counter() - start:.0f} s")
@@ -95,12 +100,18 @@ def report(outcome: Outcome) -> str:
         "(artifacts of the run)",
         f"  checkpoints: {outcome.run_dir}",
     ]
-    if outcome.knn_before or outcome.knn_after:
-        for key in sorted(set(outcome.knn_before) | set(outcome.knn_after)):
-            before = outcome.knn_before.get(key, float("nan"))
-            after = outcome.knn_after.get(key, float("nan"))
-            name = key.removeprefix("knn/")
-            lines.append(f"  kNN {name}: {before:.3f} before -> {after:.3f} after training")
+    for key in sorted(set(outcome.knn_before) | set(outcome.knn_after)):
+        before = outcome.knn_before.get(key, float("nan"))
+        after = outcome.knn_after.get(key, float("nan"))
+        kind, _, name = key.partition("/")
+        title = "kNN" if kind == "knn" else "probe"
+        against = []
+        if f"init/{key}" in outcome.baseline:
+            against.append(f"random init {outcome.baseline[f'init/{key}']:.3f}")
+        if f"chance/{name}" in outcome.baseline:
+            against.append(f"chance {outcome.baseline[f'chance/{name}']:.3f}")
+        tail = f" ({', '.join(against)})" if against else ""
+        lines.append(f"  {title} {name}: {before:.3f} before -> {after:.3f} after training{tail}")
     uri = outcome.tracking_uri
     lines.append(f"  browse: mlflow ui --backend-store-uri {uri}")
     return "\n".join(lines)

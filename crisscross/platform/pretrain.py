@@ -95,6 +95,8 @@ class Outcome:
     knn_before: dict[str, float]
     knn_after: dict[str, float]
     trained: bool = True  # False: the run had already finished, nothing was trained now
+    baseline: dict[str, float] = dataclasses.field(default_factory=dict)  # chance/*, init/*
+    timing: dict[str, float] = dataclasses.field(default_factory=dict)  # rank 0's LoopClock
 
 
 def uri_exists(uri: str) -> bool:
@@ -420,7 +422,8 @@ def run_pretrain(
         client.set_terminated(run_id, status="FAILED")
         kept = result.checkpoint.path if result.checkpoint else "none"
         raise RunFailedError(f"{outcome['stopped']}; the last good checkpoint stays: {kept}")
-    return finish(client, config, run_id, uri, run_dir, result.checkpoint, storage)
+    done = finish(client, config, run_id, uri, run_dir, result.checkpoint, storage)
+    return dataclasses.replace(done, timing=dict(outcome.get("timing") or {}))
 
 
 def _loop(train_config: dict[str, Any]) -> dict[str, Any]:
@@ -512,11 +515,12 @@ def outcome_of(
     """A finished run's summary, read back from the tracking store and the run record."""
     metrics = client.get_run(run_id).data.metrics
     before, after = {}, {}
-    for key in (k for k in metrics if k.startswith("knn/")):
+    for key in (k for k in metrics if k.startswith(("knn/", "probe/"))):
         history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
         if history[0].step == 0:
             before[key] = history[0].value
         after[key] = history[-1].value
+    baseline = {k: v for k, v in metrics.items() if k.startswith(("chance/", "init/"))}
     return Outcome(
         run_id,
         uri,
@@ -526,6 +530,7 @@ def outcome_of(
         dict(record.get("backbones", {})),
         before,
         after,
+        baseline=baseline,
     )
 
 

@@ -27,6 +27,8 @@ PAPER = {
     "AudioSet": {"ucf101": 92.4, "hmdb51": 67.4, "esc50": 90.5},
 }
 ORDER = ("ucf101", "hmdb51", "esc50")
+# on an evaluation of a baseline (the random init, say): the pretraining run it is compared with
+BASELINE_OF = "crisscross.baseline_of"
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ class Entry:
 
 
 def evaluation_runs(client: MlflowClient, pretrain_runs: Sequence[str] = ()) -> list[Run]:
-    """Finished evaluation runs of every experiment, newest first (only of `pretrain_runs`)."""
+    """Finished evaluation runs of every experiment, newest first (only of `pretrain_runs`, and
+    the baselines evaluated beside them)."""
     experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
     query = "tags.`crisscross.eval` != '' and attributes.status = 'FINISHED'"
     runs = client.search_runs(
@@ -61,7 +64,12 @@ def evaluation_runs(client: MlflowClient, pretrain_runs: Sequence[str] = ()) -> 
     )
     if pretrain_runs:
         wanted = set(pretrain_runs)
-        runs = [r for r in runs if r.data.tags.get("crisscross.pretrain_run") in wanted]
+        runs = [
+            r
+            for r in runs
+            if r.data.tags.get("crisscross.pretrain_run") in wanted
+            or r.data.tags.get(BASELINE_OF) in wanted
+        ]
     return runs
 
 

@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from crisscross.config import ExperimentConfig, apply_overrides
-from crisscross.config.sweep_schema import Domain, SweepConfig
+from crisscross.config.sweep_schema import CASE, Domain, SweepConfig
 from crisscross.platform.pretrain import (
     PretrainError,
     cpu_request,
@@ -116,7 +116,13 @@ def _show(bundle: dict[str, float]) -> str:
 
 
 def param_space(sweep: SweepConfig) -> dict[str, Any]:
-    return {key: tune_domain(domain) for key, domain in sweep.space.items()}
+    """Tune's space: each searched key's domain, and the case names (a grid, or one drawn)."""
+    space = {key: tune_domain(domain) for key, domain in sweep.space.items()}
+    if sweep.cases:
+        names = list(sweep.cases)
+        grid = sweep.search.algorithm == "grid"
+        space[CASE] = tune.grid_search(names) if grid else tune.choice(names)
+    return space
 
 
 def tune_domain(domain: Domain) -> Any:
@@ -225,9 +231,9 @@ def prepare(plan: SweepPlan, *, resume: bool, say: Callable[[str], None]) -> Sta
     parent run; SweepError for anything that would stop a trial."""
     config = plan.base
     if plan.synthetic is not None:
-        from crisscross.platform.quickstart import synthesize_sets
+        from crisscross.datasets.synth.corpus import write_corpus
 
-        synthesize_sets(plan.synthetic, say)
+        write_corpus(plan.synthetic, say)
     manifest = pretext_manifest(config, say)
     steps_per_epoch(config, manifest)
     sets = monitor_sets(config)
@@ -248,6 +254,7 @@ def prepare(plan: SweepPlan, *, resume: bool, say: Callable[[str], None]) -> Sta
         parent_run_id=parent,
         metric=plan.sweep.search.metric,
         monitor_sets=sets,
+        cases={name: dict(values) for name, values in plan.sweep.cases.items()},
     )
     return Started(client, uri, parent, job, most)
 
@@ -318,7 +325,8 @@ def run_sweep(
     started = prepare(plan, resume=resume, say=say)
     sweep = plan.sweep
     say(
-        f"sweep '{sweep.name}': {sweep.search.algorithm} search over {', '.join(sweep.space)}; "
+        f"sweep '{sweep.name}': {sweep.search.algorithm} search over "
+        f"{', '.join([*sweep.space, *([f'{len(sweep.cases)} cases'] if sweep.cases else [])])}; "
         f"at most {started.max_concurrent} trial(s) at once, each {plan.base.run.workers} "
         f"worker(s); selected on {sweep.search.metric}; MLflow parent run "
         f"{started.parent_run_id} in {started.uri}; folder {plan.folder}"

@@ -19,7 +19,8 @@ from crisscross.config import (
     apply_overrides,
     load_config,
 )
-from crisscross.config.sweep_schema import SweepConfig
+from crisscross.config.sweep_schema import CASE, SweepConfig
+from crisscross.datasets.synth.corpus import corpus_roots
 from crisscross.platform.storage import is_uri, local_output_folder, output_location
 
 # how a trial runs and where it writes are the sweep's, the same for every trial
@@ -84,11 +85,11 @@ def plan_sweep(file: str | Path, extra: Mapping[str, Any] | None = None) -> Swee
     runs_dir = f"{output_location(sweep.output_dir)}/{sweep.name}/pretraining"
     fixed = dict(sweep.fixed) | dict(extra or {})
     if sweep.synthetic:
-        data = output / "synthetic" / "data"  # the quickstart's layout under its workdir
+        roots = corpus_roots(output / "synthetic")  # the quickstart's corpus
         fixed = {
-            "data.root": str(data / "kinetics_sound"),
-            "monitor.video_root": str(data / "ucf101"),
-            "monitor.audio_root": str(data / "esc50"),
+            "data.root": str(roots["kinetics_sound"]),
+            "monitor.video_root": str(roots["ucf101"]),
+            "monitor.audio_root": str(roots["esc50"]),
         } | fixed
     base_file = _beside(path, sweep.base, "base")
     try:
@@ -113,10 +114,10 @@ def _beside(sweep_file: Path, name: str, key: str) -> Path:
 
 def check_space(sweep: SweepConfig, base: ExperimentConfig, *, source: str) -> None:
     """Every key exists and may be searched; every value the space can give validates."""
-    problems = []
+    problems = _case_problems(sweep, base, source)
     for key, domain in sweep.space.items():
         where = f"space.{key}"
-        if any(key.startswith(f) if f.endswith(".") else key == f for f in FIXED_KEYS):
+        if _fixed(key):
             problems.append(
                 Problem(
                     source,
@@ -138,15 +139,44 @@ def check_space(sweep: SweepConfig, base: ExperimentConfig, *, source: str) -> N
         raise ConfigError(problems)
 
 
+def _fixed(key: str) -> bool:
+    return any(key.startswith(f) if f.endswith(".") else key == f for f in FIXED_KEYS)
+
+
+def _case_problems(sweep: SweepConfig, base: ExperimentConfig, source: str) -> list[Problem]:
+    """Every case sets searchable keys to values the base accepts."""
+    problems = []
+    for name, overrides in sweep.cases.items():
+        where = f"cases.{name}"
+        fixed = [key for key in overrides if _fixed(key)]
+        if fixed:
+            problems.append(
+                Problem(
+                    source,
+                    f"{where}.{fixed[0]}",
+                    "how trials run and where they write is the same for every trial: set it "
+                    "under `set:` instead",
+                )
+            )
+            continue
+        try:
+            apply_overrides(base, dict(overrides))
+        except ConfigError as exc:
+            problems += [Problem(source, f"{where}.{p.key}", p.reason) for p in exc.problems]
+    return problems
+
+
 def _grid_problems(sweep: SweepConfig, base: ExperimentConfig, source: str) -> list[Problem]:
-    """Combinations of grid values that no trial could run (all loss weights 0, say)."""
-    grid = {k: d.grid for k, d in sweep.space.items() if d.grid is not None}
+    """Combinations of grid values (and cases) that no trial could run (all loss weights 0)."""
+    grid: dict[str, list[Any]] = {k: d.grid for k, d in sweep.space.items() if d.grid is not None}
+    if sweep.cases:
+        grid[CASE] = list(sweep.cases)
     if not grid or math.prod(len(v) for v in grid.values()) > 10_000:
         return []
     for values in itertools.product(*grid.values()):
         combo = dict(zip(grid, values, strict=True))
         try:
-            apply_overrides(base, combo)
+            apply_overrides(base, sweep.overrides(combo))
         except ConfigError as exc:
             reason = "; ".join(p.reason for p in exc.problems)
             shown = ", ".join(f"{k}={v}" for k, v in combo.items())

@@ -92,7 +92,8 @@ def best_trial(rows: list[TrialRow]) -> TrialRow | None:
 
 def best_config(plan: SweepPlan, row: TrialRow) -> ExperimentConfig:
     """The base experiment with the best trial's values, named to run as a pretraining."""
-    return apply_overrides(plan.base, row.params | {"run.name": f"{plan.sweep.name}-best"})
+    overrides = plan.sweep.overrides(row.params)
+    return apply_overrides(plan.base, overrides | {"run.name": f"{plan.sweep.name}-best"})
 
 
 def write_best(plan: SweepPlan, row: TrialRow, path: Path) -> Path:
@@ -166,7 +167,7 @@ def plot_heatmap(plan: SweepPlan, rows: list[TrialRow], path: Path) -> Path | No
     for r in rows:
         if r.score is None:
             continue
-        loss = apply_overrides(plan.base, r.params).loss
+        loss = apply_overrides(plan.base, plan.sweep.overrides(r.params)).loss
         cells.setdefault((loss.w_sync, loss.w_async), []).append(r.score)
         if r.status != "finished":
             stopped.add((loss.w_sync, loss.w_async))

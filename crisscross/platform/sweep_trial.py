@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from crisscross.config import ExperimentConfig, apply_overrides
+from crisscross.config.sweep_schema import expand_case
 from crisscross.platform.pretrain import read_record, run_pretrain
 from crisscross.platform.sweep_report import SCORE, ScoreReport, selection_score
 from crisscross.trainers.monitor import MonitorSet
@@ -35,13 +36,14 @@ class TrialJob:
     parent_run_id: str
     metric: str
     monitor_sets: tuple[MonitorSet, ...]
+    cases: dict[str, dict[str, Any]] = field(default_factory=dict)  # the sweep's named cases
 
 
 def trial_config(job: TrialJob, params: dict[str, Any], trial_id: str) -> ExperimentConfig:
     """The base experiment with the trial's values, run folder and run name."""
     base = ExperimentConfig.model_validate(job.base)
     where = {"run.name": f"{job.sweep}-{trial_id}", "run.output_dir": job.runs_dir}
-    return apply_overrides(base, dict(params) | where)
+    return apply_overrides(base, expand_case(params, job.cases) | where)
 
 
 def run_trial(params: dict[str, Any], job: TrialJob) -> None:
@@ -61,7 +63,8 @@ def run_trial(params: dict[str, Any], job: TrialJob) -> None:
             "crisscross.sweep": job.sweep,
             "crisscross.trial_id": trial_id,
             "crisscross.searched": ", ".join(sorted(params)),
-        },
+        }
+        | ({"crisscross.case": str(params["case"])} if "case" in params else {}),
         callbacks=[ScoreReport(job.metric, config.optim.epochs)],
     )
     # The last epoch's score (ScoreReport holds it back), or a run that finished before an

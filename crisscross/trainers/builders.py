@@ -36,6 +36,16 @@ def build_model(config: ExperimentConfig) -> CrissCross:
     )
 
 
+def seeded_model(config: ExperimentConfig) -> CrissCross:
+    """The model exactly as a run initialises it (`run.seed`, then `build_model`), leaving the
+    caller's torch random state as it was: the "random init" every figure is compared with."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.run.seed)
+        return build_model(config)
+
+
 def clip_spec(config: ExperimentConfig) -> ClipSpec:
     """Sample shapes and decoding from the `data` section."""
     d = config.data

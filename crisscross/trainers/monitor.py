@@ -2,7 +2,9 @@
 
 Video: a UCF101- or HMDB51-layout set, neighbours from split 1's train list, queries from its test
 list. Audio: an ESC-50-layout set, neighbours from folds 2-5, queries from fold 1. Sweeps select
-on these numbers, since the pretext loss is not comparable across loss weights.
+on these numbers, since the pretext loss is not comparable across loss weights. Every figure comes
+with two baselines: chance (the query set's largest class share) and the run's random
+initialisation (the same seed's untrained encoders), so a reader sees the gain.
 """
 
 from __future__ import annotations
@@ -88,6 +90,20 @@ class KnnMonitor:
     @property
     def enabled(self) -> bool:
         return bool(self.splits)
+
+    def chance(self) -> dict[str, float]:
+        """{"chance/<modality>": the accuracy of always answering the queries' commonest class}."""
+        out = {}
+        for modality, (_, test_rows) in self.splits.items():
+            labels = np.array([int(row["label"]) for row in test_rows])
+            out[f"chance/{modality}"] = float(np.bincount(labels).max() / max(len(labels), 1))
+        return out
+
+    def baselines(self, fresh: CrissCross, device: torch.device) -> dict[str, float]:
+        """Chance and the scores of `fresh` (the run's untrained model) as "init/knn/<modality>"
+        (and "init/probe/<modality>")."""
+        scores = self(fresh.to(device), device)
+        return self.chance() | {f"init/{key}": value for key, value in scores.items()}
 
     @torch.no_grad()
     def __call__(self, model: CrissCross, device: torch.device) -> Mapping[str, float]:

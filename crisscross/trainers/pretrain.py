@@ -20,6 +20,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,14 +39,13 @@ from crisscross.config import ExperimentConfig
 from crisscross.datasets.fs import resolve
 from crisscross.datasets.manifest import read_manifest
 from crisscross.datasets.pipeline import (
+    EpochStream,
     FailureLogRef,
-    device_batches,
-    epoch_dataset,
     epoch_order,
     usable_rows,
 )
 from crisscross.datasets.samples import DeviceAugment
-from crisscross.trainers.builders import build_model, clip_spec, decode_resources
+from crisscross.trainers.builders import build_model, clip_spec, decode_resources, seeded_model
 from crisscross.trainers.monitor import KnnMonitor, MonitorSet
 from crisscross.trainers.optim import LARC, build_optimizer, set_learning_rates
 from crisscross.trainers.pretext_step import NonFiniteLossError, pretext_step
@@ -200,6 +200,72 @@ class Checkpointer:
                 pafs.copy_files(folder, target, destination_filesystem=fs)
 
 
+STREAM_ROWS = 200_000  # at most this many rows of one worker's epochs share a pipeline
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """The epochs one pipeline decodes: this worker's rows of each, and each one's row count
+    over all workers (its steps: rows // global batch)."""
+
+    shards: dict[int, pa.Table]
+    rows: dict[int, int]
+
+
+def stream_plan(
+    table: pa.Table,
+    config: ExperimentConfig,
+    progress: Progress,
+    *,
+    first: int,
+    rank: int,
+    world: int,
+) -> StreamPlan:
+    """Epochs `first`, `first + 1`, ... (as many as fit in STREAM_ROWS, at least one) for worker
+    `rank`: each epoch's order less the rows trained on (`progress.consumed`, of epoch `first`),
+    every world-th row from `rank`, cut to whole batches (the rest would be dropped anyway)."""
+    optim = config.optim
+    per_worker = optim.batch_size // world
+    shards, counts, held = {}, {}, 0
+    for epoch in range(first, optim.epochs):
+        rows = epoch_order(
+            table, seed=config.run.seed, epoch=epoch, repeats=optim.repeats_per_epoch
+        )
+        if epoch == first:
+            rows = remaining_rows(rows, progress.consumed)
+        shard = rows.take(pa.array(np.arange(rank, rows.num_rows, world)))
+        shard = shard.slice(0, shard.num_rows // per_worker * per_worker)
+        if shards and held + shard.num_rows > STREAM_ROWS:
+            break
+        shards[epoch], counts[epoch] = shard, rows.num_rows
+        held += shard.num_rows
+    return StreamPlan(shards, counts)
+
+
+class LoopClock:
+    """Where a worker's time went: in steps (waiting for data apart) and in all, since start."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.steps = 0
+        self.step_seconds = 0.0
+        self.wait_seconds = 0.0
+
+    def add(self, *, seconds: float, wait: float) -> None:
+        self.steps += 1
+        self.step_seconds += seconds - wait
+        self.wait_seconds += wait
+
+    def totals(self) -> dict[str, float]:
+        """{"steps", "step_seconds" (computing), "wait_seconds" (for data), "loop_seconds"}."""
+        return {
+            "steps": self.steps,
+            "step_seconds": self.step_seconds,
+            "wait_seconds": self.wait_seconds,
+            "loop_seconds": time.perf_counter() - self.started,
+        }
+
+
 class EpochMeter:
     """Running sums of an epoch: loss terms, samples, step and data-wait time."""
 
@@ -251,6 +317,7 @@ def console_line(text: str) -> None:
 
 def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
     """Pretrain until `optim.epochs` are done; returns rank 0's summary (Ray hands it back)."""
+    clock = LoopClock()
     config = job.experiment()
     quiet_ray()
     ray.data.DataContext.get_current().execution_options.preserve_order = config.run.deterministic
@@ -287,15 +354,9 @@ def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
             f"resuming at step {progress.step}: "
             f"epoch {progress.epoch + 1}, its step {progress.epoch_step}"
         )
-    if (
-        monitor is not None
-        and config.monitor.before_training
-        and progress.step == 0
-        and progress.epoch == 0
-    ):
-        scores = monitor(module, device)
-        tracker.log_metrics(scores, step=0)
-        say("monitor before training" + _scores(scores))
+    baseline: dict[str, float] = {}
+    if monitor is not None:
+        baseline = monitor_baselines(monitor, module, config, progress, device, tracker, say)
 
     manifest = read_manifest(job.manifest)
     spec = clip_spec(config)
@@ -306,16 +367,23 @@ def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
     console = Console(optim_cfg.epochs, total_steps, progress.step)
     exported = TrainMetrics(config.run.name, rank)  # Prometheus/Grafana, through Ray's metrics
 
+    stream: EpochStream | None = None
     for epoch in range(progress.epoch, optim_cfg.epochs):
-        rows = epoch_order(table, seed=seed, epoch=epoch, repeats=optim_cfg.repeats_per_epoch)
-        rows = remaining_rows(rows, progress.consumed)
-        shard = rows.take(pa.array(np.arange(rank, rows.num_rows, world)))
-        data = epoch_dataset(
-            shard, spec=spec, seed=seed, resources=decode_resources(config), failure_log=failure_log
-        )
-        batches = device_batches(data, per_worker, device=device)
+        if stream is None or epoch not in stream.sizes:
+            del stream  # its decode actors end before the next pipeline's start
+            plan = stream_plan(table, config, progress, first=epoch, rank=rank, world=world)
+            stream = EpochStream(
+                plan.shards,
+                spec=spec,
+                seed=seed,
+                resources=decode_resources(config),
+                failure_log=failure_log,
+                batch_size=per_worker,
+                device=device,
+            )
+        batches = stream.batches(epoch)
         consumed = [progress.consumed]
-        epoch_steps = progress.epoch_step + rows.num_rows // optim_cfg.batch_size
+        epoch_steps = progress.epoch_step + plan.rows[epoch] // optim_cfg.batch_size
         exported.epoch_started(epoch)
         meter = EpochMeter()
         last_line = time.perf_counter()
@@ -342,11 +410,12 @@ def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
                 )
             except NonFiniteLossError as exc:
                 tracker.flush()
-                return {"stopped": str(exc), "step": progress.step}
+                return {"stopped": str(exc), "step": progress.step, "timing": clock.totals()}
             consumed.append(batch["index"].cpu().numpy())
             progress.step += 1
             progress.epoch_step += 1
             seconds = time.perf_counter() - t0
+            clock.add(seconds=seconds, wait=wait)
             meter.add(values, samples=optim_cfg.batch_size, seconds=seconds, wait=wait)
             exported.step(
                 global_samples=optim_cfg.batch_size,
@@ -375,7 +444,8 @@ def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
                 last_line = time.perf_counter()
                 say(console.line(epoch, progress, epoch_steps, meter))
 
-        skipped = _all_sum(len(data.failures()), world, device)
+        skipped = _all_sum(stream.skipped[epoch], world, device)
+        failure_log.drain()  # the decode actors logged each failure; keep the log small
         summary = meter.summary() | {"epoch": epoch + 1, "epoch/skipped": skipped}
         progress.epoch, progress.epoch_step = epoch + 1, 0
         progress.consumed = np.zeros(0, np.int64)
@@ -399,9 +469,32 @@ def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
             is_best=is_best,
             name=f"checkpoint_epoch{progress.epoch:04d}_step{progress.step:09d}",
         )
-        say(console.line(epoch, progress, epoch_steps, meter, summary=summary))
+        say(console.line(epoch, progress, epoch_steps, meter, summary=summary, baseline=baseline))
     tracker.flush()
-    return {"stopped": None, "step": progress.step, "best": progress.best}
+    return {"stopped": None, "step": progress.step, "best": progress.best, "timing": clock.totals()}
+
+
+def monitor_baselines(
+    monitor: KnnMonitor,
+    module: nn.Module,
+    config: ExperimentConfig,
+    progress: Progress,
+    device: torch.device,
+    tracker: Tracker,
+    say: Callable[[str], None],
+) -> dict[str, float]:
+    """Chance and the random init's scores, logged once per launch: at step 0 with
+    monitor.before_training they are the monitor before training; otherwise (a resumed run, a
+    sweep's trial) the run's initial weights are rebuilt from its seed and scored."""
+    if config.monitor.before_training and progress.step == 0 and progress.epoch == 0:
+        scores = monitor(module, device)
+        baseline = monitor.chance() | {f"init/{k}": v for k, v in scores.items()}
+        tracker.log_metrics(dict(scores) | baseline, step=0)
+        say("monitor before training" + _scores(scores, baseline))
+        return baseline
+    baseline = monitor.baselines(seeded_model(config), device)
+    tracker.log_metrics(baseline, step=progress.step)
+    return baseline
 
 
 def _score(summary: dict[str, float]) -> float | None:
@@ -413,14 +506,40 @@ def _score(summary: dict[str, float]) -> float | None:
     return None if loss is None or not math.isfinite(loss) else -loss
 
 
-def _scores(scores: dict[str, float]) -> str:
-    """ " | kNN video 0.875, audio 1.000 | probe video 0.917" from monitor metrics."""
+def _scores(scores: Mapping[str, float], baseline: Mapping[str, float] | None = None) -> str:
+    """ " | kNN video 0.625 (init 0.300, chance 0.250), audio ... | probe video ..." from monitor
+    metrics and, where known, their random-init and chance baselines."""
+    baseline = baseline or {}
     text = ""
     for prefix, title in (("knn/", "kNN"), ("probe/", "probe")):
         found = {k.removeprefix(prefix): v for k, v in scores.items() if k.startswith(prefix)}
         if found:
-            text += f" | {title} " + ", ".join(f"{k} {v:.3f}" for k, v in found.items())
+            text += f" | {title} " + ", ".join(
+                f"{k} {v:.3f}{_against(baseline, prefix + k)}" for k, v in found.items()
+            )
     return text
+
+
+def _against(baseline: Mapping[str, float], key: str) -> str:
+    """ " (init 0.300, chance 0.250)" for "knn/video", or "" without baselines."""
+    parts = []
+    if f"init/{key}" in baseline:
+        parts.append(f"init {baseline[f'init/{key}']:.3f}")
+    modality = key.rpartition("/")[2]
+    if f"chance/{modality}" in baseline:
+        parts.append(f"chance {baseline[f'chance/{modality}']:.3f}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _collapse(meter: EpochMeter) -> str:
+    """ " | embed std video 0.62, audio 0.71, cos av 0.31": the collapse indicators' means."""
+    if "embed_std/video" not in meter.sums:
+        return ""
+    mean = {k: v / max(meter.steps, 1) for k, v in meter.sums.items()}
+    return (
+        f" | embed std video {mean['embed_std/video']:.2f}, audio {mean['embed_std/audio']:.2f}"
+        f", cos av {mean['embed_cos/av']:.2f}"
+    )
 
 
 class Console:
@@ -438,6 +557,7 @@ class Console:
         meter: EpochMeter,
         *,
         summary: dict[str, float] | None = None,
+        baseline: Mapping[str, float] | None = None,
     ) -> str:
         """Inside an epoch, or at its end when its `summary` is given."""
         sps, wait = meter.rates()
@@ -451,8 +571,9 @@ class Console:
             f" | loss {loss:.4f} | {sps:.1f} samples/s | data wait {wait:.0%}"
             f" | ETA {_clock(eta) if math.isfinite(eta) else '?'}"
         )
+        text += _collapse(meter)
         if summary:
             if summary.get("epoch/skipped"):
                 text += f" | {int(summary['epoch/skipped'])} samples skipped"
-            text += _scores(summary)
+            text += _scores(summary, baseline)
         return text

@@ -12,6 +12,7 @@ import torch
 from crisscross.datasets.manifest import build_manifest
 from crisscross.datasets.pipeline import (
     DecodeResources,
+    EpochBatcher,
     FailureLogRef,
     PretextTorchDataset,
     collate_skipping_failures,
@@ -147,3 +148,58 @@ def test_failure_summary():
         "epoch 2: 7 sample(s) skipped, failing to decode: /d/0.mp4 (InvalidDataError: bad)"
     )
     assert line.endswith("; and 2 more")
+
+
+def _rows(epoch: int, indices: list[int], failed: tuple[int, ...] = ()) -> dict[str, torch.Tensor]:
+    """A source batch as the decode actors make it with keep_failed: rows, epoch, ok."""
+    index = torch.tensor(indices)
+    return {
+        "v1": index.float()[:, None] + 1000 * epoch,  # a stand-in view that names its row
+        "index": index,
+        "epoch": torch.full((len(indices),), epoch),
+        "ok": torch.tensor([i not in failed for i in indices]),
+    }
+
+
+def _indices(batches) -> list[list[int]]:
+    return [b["index"].tolist() for b in batches]
+
+
+def test_epoch_batcher_cuts_each_epoch_into_full_batches_of_the_samples_that_decoded():
+    source = [
+        _rows(0, [0, 1, 2, 3]),
+        _rows(0, [4, 5, 6, 7], failed=(5,)),
+        _rows(0, [8, 9]),  # the epoch's last rows arrive in a short batch
+        _rows(1, [0, 1, 2, 3, 4, 5, 6]),
+    ]
+    batcher = EpochBatcher(iter(source), {0: 10, 1: 7}, batch_size=4)
+    first = list(batcher.batches(0))
+    # 9 rows decoded: 2 full batches, the 9th row dropped as drop_last would; row 5 skipped
+    assert _indices(first) == [[0, 1, 2, 3], [4, 6, 7, 8]]
+    assert first[1]["v1"].tolist() == [[4.0], [6.0], [7.0], [8.0]]  # views follow their rows
+    assert "epoch" not in first[0] and "ok" not in first[0]
+    assert _indices(batcher.batches(1)) == [[0, 1, 2, 3]]
+    assert batcher.skipped == {0: 1, 1: 0}
+
+
+def test_epoch_batcher_waits_for_late_rows_and_keeps_early_ones_for_their_epoch():
+    """Ray Data without preserve_order: a later epoch's rows may come before an epoch ends."""
+    source = [
+        _rows(0, [0, 1, 2]),
+        _rows(1, [0, 1, 2, 3]),
+        _rows(0, [3, 4, 5]),
+        _rows(1, [4, 5, 6, 7]),
+    ]
+    batcher = EpochBatcher(iter(source), {0: 6, 1: 8}, batch_size=3)
+    assert _indices(batcher.batches(0)) == [[0, 1, 2], [3, 4, 5]]
+    assert _indices(batcher.batches(1)) == [[0, 1, 2], [3, 4, 5]]  # 6, 7: a partial batch
+
+
+def test_epoch_batcher_drops_what_is_left_of_an_epoch_another_worker_ended():
+    source = [_rows(0, [0, 1]), _rows(0, [2, 3]), _rows(0, [4, 5]), _rows(1, [0, 1])]
+    batcher = EpochBatcher(iter(source), {0: 6, 1: 2}, batch_size=2)
+    epoch0 = batcher.batches(0)
+    assert _indices([next(epoch0)]) == [[0, 1]]  # the workers agreed to end the epoch here
+    assert _indices(batcher.batches(1)) == [[0, 1]]
+    with pytest.raises(ValueError, match="not ahead"):
+        next(batcher.batches(0))

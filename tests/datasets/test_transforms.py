@@ -60,6 +60,17 @@ def test_audio_augment_shape_and_reproducibility():
     assert not torch.equal(out, AudioAugment()(wave, gen(4)))
 
 
+def test_audio_augment_without_masks():
+    """augment.freq_masks / time_masks 0 are valid settings: no mask, same crop and gain."""
+    wave = torch.randn(16000)
+    none = AudioAugment(freq_masks=0, time_masks=0)
+    out = none(wave, gen(3))
+    assert out.shape == (1, 80, 101) and torch.isfinite(out).all()
+    assert none.param_count == 1 + 4
+    only_time = AudioAugment(freq_masks=0)
+    assert only_time(wave, gen(3)).shape == (1, 80, 101)
+
+
 @pytest.mark.parametrize("op", ["brightness", "contrast", "saturation"])
 def test_fused_colour_steps_match_torchvision(op, monkeypatch):
     import torchvision.transforms.v2.functional as TF

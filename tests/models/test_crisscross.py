@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from crisscross.models import CrissCross, LossWeights, create_backbone
+from crisscross.models import STATS, CrissCross, LossWeights, create_backbone
 
 TERMS = {"v1v2", "a1a2", "v1a1", "v2a2", "v1a2", "a1v2"}
 
@@ -27,10 +27,11 @@ def batch(b: int = 3, size: int = 32) -> tuple[torch.Tensor, ...]:
     return video[0], video[1], audio[0], audio[1]
 
 
-def test_forward_returns_loss_and_six_terms_and_trains_every_parameter():
+def test_forward_returns_loss_six_terms_and_the_collapse_indicators_and_trains_every_parameter():
     model = tiny()
     out = model(*batch())
-    assert set(out) == {"loss", *TERMS}
+    assert set(out) == {"loss", *TERMS, *STATS}
+    assert not any(out[k].requires_grad for k in STATS)
     assert all(v.dim() == 0 and torch.isfinite(v) for v in out.values())
     expected = sum(out[t] for t in TERMS) / 6
     assert out["loss"].item() == pytest.approx(expected.item(), abs=1e-6)

@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from crisscross.models import LossWeights, crisscross_loss, negative_cosine, pair_loss
+from crisscross.models import (
+    LossWeights,
+    crisscross_loss,
+    embedding_stats,
+    negative_cosine,
+    pair_loss,
+)
 
 R = 1 / math.sqrt(2)
 
@@ -112,3 +118,25 @@ def test_missing_view_is_named():
     del z["a2"]
     with pytest.raises(KeyError, match="a2"):
         crisscross_loss(z, views(), LossWeights())
+
+
+def test_collapse_indicators_by_hand():
+    # two orthogonal unit directions per modality: per-dimension std 1/2 over the four rows
+    # (v1, v2 stacked), mean over the 2 dimensions 1/2, times sqrt(2)
+    z = {
+        "v1": torch.tensor([[1.0, 0.0], [0.0, 3.0]]),
+        "v2": torch.tensor([[2.0, 0.0], [0.0, 1.0]]),
+        "a1": torch.tensor([[1.0, 1.0], [1.0, 1.0]]),
+        "a2": torch.tensor([[5.0, 5.0], [2.0, 2.0]]),
+    }
+    stats = embedding_stats(z)
+    assert stats["embed_std/video"].item() == pytest.approx(0.5 * math.sqrt(2))
+    assert stats["embed_std/audio"].item() == pytest.approx(0.0)  # collapsed: one direction
+    # cos(v1, a1) per row: R, R; cos(v2, a2): R, R
+    assert stats["embed_cos/av"].item() == pytest.approx(R)
+
+
+def test_collapse_indicators_take_no_gradient_and_a_batch_of_one():
+    z = {k: torch.randn(1, 4, requires_grad=True) for k in ("v1", "v2", "a1", "a2")}
+    stats = embedding_stats(z)
+    assert all(not v.requires_grad and torch.isfinite(v) for v in stats.values())

@@ -394,3 +394,53 @@ def test_ctrl_c_right_after_a_trial_completed_leaves_its_run_finished(tmp_path):
     _run_record(runs_dir, "t_00000", {"mlflow_run_id": done, "finished_step": 4})
     ledger.on_trial_complete(0, [], SimpleNamespace(trial_id="t_00000", config={}, last_result={}))
     assert client.get_run(done).info.end_time == end_time  # a finished run is not touched
+
+
+CASES = (
+    "cases:\n"
+    "  intra_only: {loss.sync: false, loss.async: false}\n"
+    "  sync_only: {loss.intra: false, loss.async: false}\n"
+    "  same_timestamp: {data.sampling: same_timestamp}\n"
+    "space:\n  run.seed: {grid: [0, 1]}\n"
+)
+
+
+def test_named_cases_are_trials_crossed_with_the_grid(tmp_path):
+    from ray import tune
+
+    from crisscross.platform.sweep import param_space
+    from crisscross.platform.sweep_trial import TrialJob, trial_config
+
+    plan = plan_sweep(sweep_file(tmp_path, CASES))
+    space = param_space(plan.sweep)
+    assert space["case"] == tune.grid_search(["intra_only", "sync_only", "same_timestamp"])
+    job = TrialJob(
+        base=plan.base.model_dump(by_alias=True),
+        sweep="s",
+        runs_dir=str(tmp_path),
+        parent_run_id="p",
+        metric="knn/mean",
+        monitor_sets=(),
+        cases={k: dict(v) for k, v in plan.sweep.cases.items()},
+    )
+    config = trial_config(job, {"case": "sync_only", "run.seed": 1}, "t1")
+    assert (config.loss.intra, config.loss.sync, config.loss.async_) == (False, True, False)
+    assert config.run.seed == 1 and config.data.sampling == "overlapped"
+    assert trial_config(job, {"case": "same_timestamp", "run.seed": 0}, "t2").data.sampling == (
+        "same_timestamp"
+    )
+    row = TrialRow("t1", "s-t1", {"case": "sync_only", "run.seed": 1}, "finished", "", 2, 0.5, "r")
+    best = write_best(plan, row, tmp_path / "best.yaml")
+    assert load_config(best).loss.intra is False
+
+
+def test_a_case_is_checked_like_the_space(tmp_path):
+    body = "cases:\n  broken: {loss.w_snyc: 0.5}\n  none: {}\n"
+    text = problems(sweep_file(tmp_path, body))
+    assert "cases.none" in text and "sets nothing" in text
+    body = "cases:\n  broken: {loss.w_snyc: 0.5}\n"
+    assert "cases.broken.loss.w_snyc" in problems(sweep_file(tmp_path, body))
+    body = "cases:\n  moved: {run.workers: 2}\n"
+    assert "set it under `set:`" in problems(sweep_file(tmp_path, body))
+    body = "cases:\n  nothing_on: {loss.intra: false, loss.sync: false, loss.async: false}\n"
+    assert "every loss term is switched off" in problems(sweep_file(tmp_path, body))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from crisscross.config import ExperimentConfig, apply_overrides
-from crisscross.models import CrissCross, create_backbone
+from crisscross.models import STATS, CrissCross, create_backbone
 from crisscross.trainers.optim import LARC, backbone_lr, build_optimizer, set_learning_rates
 from crisscross.trainers.pretext_step import NonFiniteLossError, pretext_step
 
@@ -97,7 +97,7 @@ def test_one_step_updates_every_group(bf16):
     optimizer = build_optimizer(model, ExperimentConfig().optim)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     values = pretext_step(model, batch(), optimizer, step=0, device=torch.device("cpu"), bf16=bf16)
-    assert set(values) == {"loss", "v1v2", "a1a2", "v1a1", "v2a2", "v1a2", "a1v2"}
+    assert set(values) == {"loss", "v1v2", "a1a2", "v1a1", "v2a2", "v1a2", "a1v2", *STATS}
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
     assert any(n.startswith("video.") for n in changed) and any(
         n.startswith("audio_predictor") for n in changed

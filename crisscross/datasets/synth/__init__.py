@@ -1,5 +1,5 @@
 """Synthetic media in the real dataset layouts, for tests, the quickstart and benchmarks."""
 
-from crisscross.datasets.synth.writers import WRITERS, SynthSpec, synthesize
+from crisscross.datasets.synth.writers import CONTENTS, WRITERS, SynthSpec, synthesize
 
-__all__ = ["WRITERS", "SynthSpec", "synthesize"]
+__all__ = ["CONTENTS", "WRITERS", "SynthSpec", "synthesize"]

@@ -1,8 +1,12 @@
 """`crisscross synth`: small datasets of real encoded files in each dataset's on-disk layout.
 
 Kinetics/AudioSet: H.264 + AAC mp4; UCF101/HMDB51: MPEG-4 AVI; ESC-50: 16-bit PCM WAV; each with
-its split or meta files. Class k looks and sounds the same in every dataset (see content.py), so a
-representation pretrained on one synthetic set transfers to the others.
+its split or meta files. Two kinds of content: "motion" (the default, motion.py), where only what
+the object does and how it sounds in step with it carries the class, so that random features score
+near chance and self-supervision has something to learn; and "style" (content.py), where each
+class has its own look and sound (random features already separate it; kept for the data
+benchmark's codec-heavy clips). Class k is the same in every dataset, so a representation
+pretrained on one synthetic set transfers to the others.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ import numpy as np
 
 from crisscross.datasets.layouts.kinetics import kinetics_sound_classes
 from crisscross.datasets.media import write_av, write_wav
+from crisscross.datasets.synth import motion
 from crisscross.datasets.synth.content import class_style, event_times, render_audio, render_video
+
+CONTENTS = ("motion", "style")
 
 UCF_NAMES = [
     "ApplyEyeMakeup",
@@ -81,6 +88,17 @@ class SynthSpec:
     channels: int = 2
     keyframe_every: float = 2.0
     preset: str = "ultrafast"  # x264 preset of the mp4 videos
+    content: str = "motion"  # "motion": the class is the shared motion; "style": its look and sound
+
+    def __post_init__(self) -> None:
+        if self.content not in CONTENTS:
+            raise ValueError(f"content must be one of {', '.join(CONTENTS)}, not {self.content!r}")
+        if self.content == "motion" and self.classes > motion.CLASSES:
+            raise ValueError(
+                f"motion content has {motion.CLASSES} classes (up or down x growing or "
+                f"shrinking); {self.classes} asked for: use at most {motion.CLASSES}, or "
+                "content 'style' for more"
+            )
 
 
 @dataclass(frozen=True)
@@ -109,8 +127,11 @@ def _names(pool: list[str], count: int, fmt: str) -> list[str]:
 def _render(
     spec: SynthSpec, clip: Clip, *, video: bool, channels: int | None
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """A clip's frames and sound, sharing its event times (the audio-visual correlation)."""
+    """A clip's frames and sound, sharing its event times or segments (the audio-visual
+    correlation)."""
     rng = np.random.default_rng([spec.seed, clip.index])
+    if spec.content == "motion":
+        return _render_motion(spec, clip, rng, video=video, channels=channels)
     style = class_style(clip.class_id)
     events = event_times(style, spec.seconds, rng)
     frames = sound = None
@@ -128,6 +149,33 @@ def _render(
         sound = render_audio(
             style,
             events,
+            seconds=spec.seconds,
+            sample_rate=spec.sample_rate,
+            channels=channels,
+            rng=rng,
+        )
+    return frames, sound
+
+
+def _render_motion(
+    spec: SynthSpec, clip: Clip, rng: np.random.Generator, *, video: bool, channels: int | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    parts = motion.segments(spec.seconds, rng)
+    frames = sound = None
+    if video:
+        frames = motion.render_video(
+            clip.class_id,
+            parts,
+            seconds=spec.seconds,
+            fps=spec.fps,
+            width=spec.width,
+            height=spec.height,
+            rng=rng,
+        )
+    if channels:
+        sound = motion.render_audio(
+            clip.class_id,
+            parts,
             seconds=spec.seconds,
             sample_rate=spec.sample_rate,
             channels=channels,

@@ -104,7 +104,8 @@ class AudioAugment:
         spec = log_mel(waves_BS * p[:, :1], sample_rate=self.sample_rate, n_mels=self.n_mels)
         at = 1
         for axis, count in ((2, self.freq_masks), (3, self.time_masks)):
-            spec = _masks(spec, axis, p[:, at : at + 2 * count].view(-1, count, 2))
+            if count:  # none asked for: no (B, 0, 2) view of an empty slice
+                spec = _masks(spec, axis, p[:, at : at + 2 * count].view(-1, count, 2))
             at += 2 * count
         return _random_resized_crop(spec, self.canvas, p[:, at : at + 4])
 
