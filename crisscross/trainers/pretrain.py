@@ -370,7 +370,7 @@ def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
     stream: EpochStream | None = None
     for epoch in range(progress.epoch, optim_cfg.epochs):
         if stream is None or epoch not in stream.sizes:
-            del stream  # its decode actors end before the next pipeline's start
+            batches = stream = None  # the last pipeline's decode actors end before the next's
             plan = stream_plan(table, config, progress, first=epoch, rank=rank, world=world)
             stream = EpochStream(
                 plan.shards,

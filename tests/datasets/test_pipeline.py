@@ -203,3 +203,34 @@ def test_epoch_batcher_drops_what_is_left_of_an_epoch_another_worker_ended():
     assert _indices(batcher.batches(1)) == [[0, 1]]
     with pytest.raises(ValueError, match="not ahead"):
         next(batcher.batches(0))
+
+
+def test_one_pipeline_decodes_consecutive_epochs_cut_back_into_their_batches(
+    local_ray, broken_after_probe
+):
+    """Two epochs through one EpochStream: each epoch gets the full batches of its own rows
+    that decoded (the damaged file counted as skipped in each), and the decode actors started
+    once for both (the same process ids), not once per epoch."""
+    from crisscross.datasets.pipeline import EpochStream
+
+    manifest, victim = broken_after_probe
+    table = usable_rows(manifest, SPEC)
+    shards = {e: epoch_order(table, seed=2, epoch=e) for e in (0, 1)}
+    log = FailureLogRef.create()
+    stream = EpochStream(
+        shards,
+        spec=SPEC,
+        seed=2,
+        resources=DecodeResources(workers=1, rows_per_task=2),
+        failure_log=log,
+        batch_size=4,
+        device=torch.device("cpu"),
+    )
+    for epoch, rows in shards.items():
+        batches = list(stream.batches(epoch))
+        good = [i for i, p in enumerate(rows.column("path").to_pylist()) if p != victim]
+        assert len(batches) == len(good) // 4
+        seen = sorted(i for b in batches for i in b["index"].tolist())
+        assert set(seen) <= set(good) and len(seen) == 4 * (len(good) // 4)
+        assert stream.skipped[epoch] == rows.num_rows - len(good) == 1
+    assert len(log.peak_rss_mib()) == 1  # one decode actor process for both epochs

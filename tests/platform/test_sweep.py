@@ -48,7 +48,7 @@ def interrupted_after_a_finished_trial(sweep: Path, work: Path) -> tuple[int, st
 
 
 @pytest.fixture(scope="module")
-def swept(local_ray, tmp_path_factory):
+def swept(local_ray, synthetic, tmp_path_factory):
     """The tiny sweep (paths made absolute), interrupted after its first finished trial, then
     resumed, then resumed again; what each phase printed and what the interruption left."""
     from click.testing import CliRunner
@@ -62,7 +62,12 @@ def swept(local_ray, tmp_path_factory):
     spec["output_dir"] = str(work / "sweeps")
     # smaller clips, video network and monitor subsample than the shipped example: the sweep's
     # machinery is under test here, not what it learns
+    spec["synthetic"] = False  # the session's small sets, not the 880-file learning corpus
     spec["set"] |= {
+        "data.root": str(synthetic["kinetics_sound"]),
+        "monitor.video_root": str(synthetic["ucf101"]),
+        "monitor.audio_root": str(synthetic["esc50"]),
+        "optim.repeats_per_epoch": 3,  # 15 clips: 2 steps of 16 per epoch, as in tiny.yaml
         "data.crop_size": 32,
         "data.frames": 4,
         "model.video_width": 4,

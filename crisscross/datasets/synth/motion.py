@@ -2,11 +2,13 @@
 
 A class is two directions, the same in both modalities: the object moves up or down while it
 grows or shrinks, and its sound glides up or down in pitch while it gets louder or softer, in
-step with it (class c: up if c is even, grows if c < 2). A clip is a run of segments of 1.0 to
-1.6 s; at every cut, on both tracks at once, a new object and background (grey levels with a
+step with it (class c: up if c is even, grows if c < 2). A clip is a run of segments of 0.5 to
+0.9 s; at every cut, on both tracks at once, a new object and background (grey levels with a
 light tint), position, base pitch, timbre, loudness and noise floor begin. So everything but the
-class changes within a clip, and what two windows of one clip share is mostly the class: random
-features cannot find it (measured: kNN near chance), learned motion and pitch features can.
+class changes within a clip: random features cannot find the class (kNN near chance, measured),
+and since a segment is shorter than an audio window, two windows of a clip share little but the
+class, which is what self-supervision then learns (docs/learning.md: with segments of 1 to 1.6 s
+the encoders learned the segments' own look and sound instead).
 Written for this project (no library makes paired synthetic media). Legend: T frames, H/W
 pixels, N audio samples.
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 CLASSES = 4  # 2 vertical directions x 2 size changes
-SEGMENT_SECONDS = (1.0, 1.6)
+SEGMENT_SECONDS = (0.5, 0.9)  # shorter than an audio window: two views rarely share one
 TRAVEL = 0.6  # vertical travel over a segment, in frame heights
 GROWTH = 1.4  # radius from (1 - GROWTH / 2) to (1 + GROWTH / 2) times its middle value
 GLIDE = 0.75  # pitch glide over a segment, in octaves
