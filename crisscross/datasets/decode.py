@@ -163,9 +163,24 @@ def read_audio(
     if first_time is None:
         raise DecodeError("no audio frame")
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    audio = resample(audio, rate, sample_rate)
-    skip = round((start - first_time) * sample_rate)
-    return _fit(audio, skip, want)
+    audio, skip = _aligned(audio, round((start - first_time) * rate), rate, sample_rate)
+    return _fit(resample(audio, rate, sample_rate), skip, want)
+
+
+def _aligned(audio: np.ndarray, first: int, rate: int, target: int) -> tuple[np.ndarray, int]:
+    """The decoded samples cut so that the resampled grid starts on the span's first source
+    sample, and the output samples to skip before it. Resampling from the decoded frame's start
+    and skipping round(seconds * target) samples put the span up to half an output sample
+    (31 us at 16 kHz) off the grid a whole-file decode has, which decorrelates the top octave.
+    Cutting whole resampling periods (441 source samples = 160 output samples from 44.1 kHz)
+    before `first` keeps the filter's context and lands the grid on `first` exactly."""
+    if first <= 0 or rate == target:
+        return audio, round(first * target / rate)
+    gcd = math.gcd(rate, target)
+    period, phases = rate // gcd, target // gcd
+    keep = min(first // period, math.ceil(POSTROLL * rate / period))  # the filter's reach
+    cut = first - keep * period
+    return audio[cut:], keep * phases
 
 
 POSTROLL = 0.01  # seconds decoded past a span's end: the resampling filter's reach

@@ -214,7 +214,7 @@ def epoch_dataset(
     `epoch` and `ok` (False for such a row), as `EpochStream` needs."""
     failure_log = failure_log or FailureLogRef.create()
     blocks = max(1, -(-rows.num_rows // resources.rows_per_task))  # one block per decode task
-    dataset = ray.data.from_arrow(rows, override_num_blocks=blocks).map_batches(
+    dataset = arrow_dataset(rows, blocks).map_batches(
         PretextDecoder,
         fn_constructor_kwargs={
             "spec": spec,
@@ -228,6 +228,32 @@ def epoch_dataset(
         memory=resources.memory_mb * 2**20 if resources.memory_mb else None,
     )
     return EpochData(dataset, rows.num_rows, failure_log)
+
+
+def arrow_dataset(rows: pa.Table, blocks: int) -> ray.data.Dataset:
+    """`ray.data.from_arrow(rows, override_num_blocks=blocks)` with the blocks' metadata computed
+    here, as `ray.data.from_items` does. from_arrow starts one metadata task per block, each
+    asking for a whole CPU; on a machine whose CPUs the training workers and the other workers'
+    decode actors already hold (2 workers on 2 cores), those tasks never ran: rank 1's stream
+    waited forever behind rank 0's, and so did the all-reduce. Written against Ray Data's
+    logical plan because no public constructor takes Arrow blocks without those tasks."""
+    from ray.data._internal.logical.interfaces import LogicalPlan
+    from ray.data._internal.logical.operators.from_operators import FromArrow
+    from ray.data._internal.stats import DatasetStats
+    from ray.data.block import BlockExecStats, BlockMetadataWithSchema
+    from ray.data.context import DataContext
+    from ray.data.dataset import MaterializedDataset
+
+    size = -(-rows.num_rows // max(blocks, 1))
+    tables = [rows.slice(i, size) for i in range(0, rows.num_rows, size)] or [rows]
+    metadata = [
+        BlockMetadataWithSchema.from_block(t, block_exec_stats=BlockExecStats.builder().build())
+        for t in tables
+    ]
+    stats = DatasetStats(metadata={"FromArrow": metadata}, parent=None)
+    context = DataContext.get_current().copy()
+    plan = LogicalPlan(FromArrow([ray.put(t) for t in tables], metadata), context)
+    return MaterializedDataset(plan, context, stats)
 
 
 def iter_batches(

@@ -134,7 +134,8 @@ def _store_frames(row: dict[str, Any], target: str, spec: PrepareSpec) -> None:
 def _store_audio(row: dict[str, Any], target: str, spec: PrepareSpec) -> None:
     with open_media(row["path"]) as container:
         wave = read_audio(container, 0.0, float(row["duration"]), sample_rate=spec.sample_rate)
-    pcm = (np.clip(wave, -1, 1) * 32767).astype(np.int16)
+    # the readers divide by 32768: round to the nearest step of that scale, not truncate
+    pcm = np.clip(np.rint(wave * 32768.0), -32768, 32767).astype(np.int16)
 
     def save(tmp: str) -> None:
         with open(tmp, "wb") as handle:

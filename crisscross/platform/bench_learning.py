@@ -26,8 +26,9 @@ from mlflow.tracking import MlflowClient
 from crisscross.config import ExperimentConfig, load_config
 from crisscross.datasets.manifest import read_manifest
 from crisscross.datasets.pipeline import usable_rows
-from crisscross.datasets.synth.corpus import SETS, write_corpus
+from crisscross.datasets.synth.corpus import SETS, prepare_corpus, write_corpus
 from crisscross.platform.pretrain import (
+    connect_ray,
     monitor_sets,
     pretext_manifest,
     run_pretrain,
@@ -77,6 +78,7 @@ def seed_config(spec: LearningSpec, seed: int, *, name: str) -> ExperimentConfig
         spec.experiment,
         {
             "data.root": roots["kinetics_sound"],
+            "data.manifest": prepare_corpus(spec.workdir, lambda _: None),
             "monitor.video_root": roots["ucf101"],
             "monitor.audio_root": roots["esc50"],
             "monitor.probe": True,
@@ -112,6 +114,7 @@ def run_seed(spec: LearningSpec, seed: int, stamp: str, say: Callable[[str], Non
         "step_seconds": timing.get("step_seconds"),
         "wait_seconds": timing.get("wait_seconds"),
         "outside_share": 1 - timing["step_seconds"] / wall if timing.get("step_seconds") else None,
+        "curves": curves(config.tracking.uri, outcome.run_id),
     }
     if spec.supervised:
         start = time.perf_counter()
@@ -120,13 +123,27 @@ def run_seed(spec: LearningSpec, seed: int, stamp: str, say: Callable[[str], Non
     return row
 
 
+CURVES = (*MEASURES, "epoch/loss", "epoch/embed_std/video", "epoch/embed_std/audio")
+
+
+def curves(uri: str, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    """{metric: [(step, value), ...]} of the monitor's scores and the per-epoch loss and
+    collapse indicators, read back from the run's MLflow history."""
+    client = MlflowClient(uri)
+    out = {}
+    for key in CURVES:
+        history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+        out[key] = [(int(m.step), float(m.value)) for m in history]
+    return out
+
+
 def supervised_reference(
     config: ExperimentConfig, *, steps: int, say: Callable[[str], None]
 ) -> dict:
     """kNN and probe of the encoders trained on the labels for `steps` steps, as the monitor
     scores them."""
     manifest = read_manifest(pretext_manifest(config, lambda _: None))
-    table = usable_rows(manifest, clip_spec(config)).select(["path", "duration", "label"])
+    table = usable_rows(manifest, clip_spec(config))
     device = torch.device("cpu")
     model = train_supervised(config, table, steps=steps, device=device, say=say)
     monitor = KnnMonitor(list(monitor_sets(config)), config)
@@ -187,6 +204,7 @@ def run_ablation(spec: LearningSpec, stamp: str, say: Callable[[str], None]) -> 
         "output_dir": str(spec.workdir / "sweeps"),
         "set": {
             "data.root": base.data.root,
+            "data.manifest": base.data.manifest,
             "monitor.video_root": base.monitor.video_root,
             "monitor.audio_root": base.monitor.audio_root,
             "monitor.probe": True,
@@ -224,6 +242,10 @@ def run_learning_benchmark(
     """Every seed, the summary, and the ablation when asked for."""
     spec.workdir.mkdir(parents=True, exist_ok=True)
     write_corpus(spec.workdir, say)
+    _, dashboard = connect_ray()  # before `prepare` would start a Ray of its own
+    if dashboard:
+        say(f"Ray dashboard: {dashboard}")
+    prepare_corpus(spec.workdir, say)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     check = seed_config(spec, spec.seeds[0], name="check")
     steps, clips, _ = steps_per_epoch(check, pretext_manifest(check, lambda _: None))
@@ -286,6 +308,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
         f"{_pm(summary['outside_share'], percent=True)} (goal <= 20 %: "
         f"{'met' if goals['outside_share_met'] else 'NOT met'}).",
     ]
+    lines += _curve_table(results["runs"])
     if "ablation" in results:
         lines += [
             "",
@@ -296,6 +319,26 @@ def markdown(results: dict[str, Any], command: str) -> str:
             cells = " | ".join(_pm(figures[k]) for k in MEASURES)
             lines.append(f"| {case} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def _curve_table(runs: Sequence[dict]) -> list[str]:
+    """kNN per monitor step, one row per (seed, step): the learning curves."""
+    lines = [
+        "",
+        "| seed | step | kNN video | kNN audio | probe video | probe audio |",
+        "| ---- | ---- | --------- | --------- | ----------- | ----------- |",
+    ]
+    for run in runs:
+        by_step: dict[int, dict[str, float]] = {}
+        for key in MEASURES:
+            for step, value in run.get("curves", {}).get(key, []):
+                by_step.setdefault(step, {})[key] = value
+        for step in sorted(by_step):
+            cells = " | ".join(
+                f"{by_step[step][k]:.3f}" if k in by_step[step] else "-" for k in MEASURES
+            )
+            lines.append(f"| {run['seed']} | {step} | {cells} |")
+    return lines
 
 
 def _pm(f: dict, *, signed: bool = False, percent: bool = False, digits: int = 3) -> str:

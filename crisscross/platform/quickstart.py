@@ -21,12 +21,12 @@ from mlflow.tracking import MlflowClient
 
 from crisscross.config import ExperimentConfig, FinetuneExperiment, SvmExperiment, load_config
 from crisscross.datasets.manifest import default_manifest_path, read_manifest
-from crisscross.datasets.synth.corpus import corpus_roots, write_corpus
+from crisscross.datasets.synth.corpus import corpus_roots, prepare_corpus, write_corpus
 from crisscross.models import save_backbone
 from crisscross.platform.evaluation import EvalOutcome
 from crisscross.platform.finetune import run_finetune
 from crisscross.platform.frozen import run_svm
-from crisscross.platform.pretrain import Outcome, run_pretrain
+from crisscross.platform.pretrain import Outcome, connect_ray, run_pretrain
 from crisscross.platform.report import BASELINE_OF, write_report
 from crisscross.platform.storage import EXPERIMENTS
 from crisscross.trainers.builders import seeded_model
@@ -37,13 +37,17 @@ FINETUNE = EXPERIMENTS / "finetune" / "quickstart_ucf101.yaml"
 RANDOM_INIT = "random_init"  # the baseline's label: files vid_/aud_crisscross_random_init.pth.tar
 
 
-def quickstart_config(workdir: Path, experiment: Path = EXPERIMENT) -> ExperimentConfig:
-    """The quickstart experiment pointed at the corpus and run folder under `workdir`."""
+def quickstart_config(
+    workdir: Path, experiment: Path = EXPERIMENT, *, manifest: str | None = None
+) -> ExperimentConfig:
+    """The quickstart experiment pointed at the corpus (or `manifest`, its prepared copy's) and
+    the run folder under `workdir`."""
     roots = corpus_roots(workdir)
     return load_config(
         experiment,
         {
             "data.root": str(roots["kinetics_sound"]),
+            "data.manifest": manifest,
             "monitor.video_root": str(roots["ucf101"]),
             "monitor.audio_root": str(roots["esc50"]),
             "run.output_dir": str(workdir / "runs"),
@@ -87,7 +91,10 @@ class QuickstartResult:
 def run_quickstart(workdir: Path, say: Callable[[str], None] = print) -> QuickstartResult:
     workdir = workdir.resolve()
     roots = write_corpus(workdir, say)
-    config = quickstart_config(workdir)
+    _, dashboard = connect_ray()  # before `prepare` would start a Ray of its own
+    if dashboard:
+        say(f"Ray dashboard: {dashboard}")
+    config = quickstart_config(workdir, manifest=prepare_corpus(workdir, say))
     pretrained = run_pretrain(config, say=say)
     baseline = save_random_init(config, workdir / "runs" / config.run.name / RANDOM_INIT)
     uri = pretrained.tracking_uri

@@ -60,6 +60,21 @@ def test_audio_is_resampled_to_16k_mono_and_aligned(reference):
     assert np.corrcoef(audio[2000:30000], expected[2000:30000])[0, 1] > 0.95
 
 
+@pytest.mark.parametrize("start", [1.0, 1.37, 2.5])
+def test_a_span_lands_on_the_samples_a_whole_file_read_gives(tmp_path, start):
+    """A span resampled from the frame a seek lands on must sit on the grid of the whole file's
+    resampling, not up to half an output sample (31 us) off it: at 3.5 kHz that offset alone
+    would change samples by up to 0.35 of the tone's amplitude."""
+    t = np.arange(4 * 44100) / 44100
+    tone = 0.5 * np.sin(2 * np.pi * 3500 * t)
+    video, *_ = clip(4.0, size=(32, 32))
+    write_av(tmp_path / "t.mp4", video, fps=25, audio_CN=np.stack([tone, tone]), sample_rate=44100)
+    _, (whole,) = read_clip(str(tmp_path / "t.mp4"), audio_spans=[(0.0, 4.0)])
+    _, (span,) = read_clip(str(tmp_path / "t.mp4"), audio_spans=[(start, 1.0)])
+    first = round(start * 16000)
+    assert np.abs(span - whole[first : first + 16000]).max() < 0.02
+
+
 def test_audio_past_the_end_is_zero_padded(reference):
     _, (audio,) = read_clip(reference[0], audio_spans=[(3.0, 2.0)], sample_rate=16000)
     assert np.abs(audio[:15000]).max() > 0.3 and not audio[16400:].any()

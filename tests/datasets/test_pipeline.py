@@ -6,6 +6,7 @@ import itertools
 import shutil
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
@@ -15,6 +16,7 @@ from crisscross.datasets.pipeline import (
     EpochBatcher,
     FailureLogRef,
     PretextTorchDataset,
+    arrow_dataset,
     collate_skipping_failures,
     epoch_order,
     iter_batches,
@@ -234,3 +236,26 @@ def test_one_pipeline_decodes_consecutive_epochs_cut_back_into_their_batches(
         assert set(seen) <= set(good) and len(seen) == 4 * (len(good) // 4)
         assert stream.skipped[epoch] == rows.num_rows - len(good) == 1
     assert len(log.peak_rss_mib()) == 1  # one decode actor process for both epochs
+
+
+def test_a_stream_starts_when_less_than_a_cpu_is_free(local_ray):
+    """The other workers and their decode actors may hold all but half a CPU: the dataset of a
+    worker's rows must still start, with every block and row (from_arrow's metadata tasks, one
+    whole CPU each, waited forever there)."""
+
+    @local_ray.remote(num_cpus=1.5)
+    class Holder:
+        def ready(self) -> bool:
+            return True
+
+    holder = Holder.remote()
+    local_ray.get(holder.ready.remote())
+    try:
+        rows = pa.table({"index": list(range(100)), "audio_path": [None, "a.npy"] * 50})
+        dataset = arrow_dataset(rows, 7)
+        assert dataset.num_blocks() == 7
+        got = dataset.take_all()
+        assert [r["index"] for r in got] == list(range(100))
+        assert [r["audio_path"] for r in got[:2]] == [None, "a.npy"]
+    finally:
+        local_ray.kill(holder)

@@ -49,9 +49,14 @@ def test_prepared_videos_are_small_16fps_with_frequent_keyframes(prepared):
 def test_prepared_audio_matches_the_original(prepared):
     _, _, report = prepared
     row = report.manifest.usable().to_pylist()[0]
-    _, (original,) = read_clip(row["source_path"], audio_spans=[(1.0, 2.0)], sample_rate=16000)
-    stored = np.load(row["audio_path"])[16000:48000] / 32768.0
-    assert np.corrcoef(original, stored)[0, 1] > 0.99
+    # the whole file decoded as the training loader would (AAC's noise substitution makes two
+    # decodes that start at different frames differ above ~4 kHz, so compare like with like;
+    # tests/datasets/test_decode.py checks that a span sits on this whole-file grid)
+    seconds = float(row["duration"])
+    _, (original,) = read_clip(row["source_path"], audio_spans=[(0.0, seconds)])
+    stored = np.load(row["audio_path"]) / 32768.0
+    assert stored.shape == original.shape
+    assert np.abs(stored - np.clip(original, -1.0, 1.0)).max() <= 0.5 / 32768 + 1e-6
 
 
 def test_samples_read_raw_or_prepared_through_one_interface(prepared):
