@@ -94,7 +94,7 @@ def test_validate_summarises(run_cli):
     assert result.exit_code == 0
     assert result.stdout.strip() == (
         f"{QUICKSTART}: valid (video r2plus1d_18 width 8, audio resnet18_audio width 8; loss terms "
-        "intra+sync; global batch 16 on 2 worker(s), 3 epochs)"
+        "intra+sync; global batch 32 on 2 worker(s), 5 epochs)"
     )
 
 

@@ -71,7 +71,8 @@ def test_pretrain_logs_everything_and_exports_released_weights(local_ray, synthe
         assert history(client, outcome.run_id, key) == [1, 2, 3, 4, 5, 6], key
     assert history(client, outcome.run_id, "epoch/loss") == [3, 6]
     assert history(client, outcome.run_id, "knn/video") == [0, 3, 6]  # before, then each epoch
-    assert set(outcome.knn_before) == {"knn/video", "knn/audio"}
+    # the quickstart's experiment asks for the linear probe beside the kNN
+    assert set(outcome.knn_before) == {"knn/video", "knn/audio", "probe/video", "probe/audio"}
     lr = client.get_metric_history(outcome.run_id, "lr/video")
     assert sorted(lr, key=lambda m: m.step)[0].value == 0.0  # warm-up starts at 0
     assert {m.value for m in client.get_metric_history(outcome.run_id, "lr/video_predictor")} == {

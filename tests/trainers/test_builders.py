@@ -60,6 +60,6 @@ def test_data_section_maps_to_clip_spec_and_decode_resources():
         },
     )
     spec = clip_spec(config)
-    assert (spec.sampling, spec.short_side, spec.crop_size, spec.frames) == ("far_apart", 80, 64, 8)
+    assert (spec.sampling, spec.short_side, spec.crop_size, spec.frames) == ("far_apart", 80, 32, 8)
     resources = decode_resources(config)
     assert (resources.workers, resources.memory_mb, resources.cpus_per_worker) == (3, 512, 0.5)
