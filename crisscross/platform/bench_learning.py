@@ -28,7 +28,7 @@ from crisscross.datasets.manifest import read_manifest
 from crisscross.datasets.pipeline import usable_rows
 from crisscross.datasets.synth.corpus import SETS, prepare_corpus, write_corpus
 from crisscross.platform.pretrain import (
-    connect_ray,
+    announce_ray,
     monitor_sets,
     pretext_manifest,
     run_pretrain,
@@ -242,9 +242,7 @@ def run_learning_benchmark(
     """Every seed, the summary, and the ablation when asked for."""
     spec.workdir.mkdir(parents=True, exist_ok=True)
     write_corpus(spec.workdir, say)
-    _, dashboard = connect_ray()  # before `prepare` would start a Ray of its own
-    if dashboard:
-        say(f"Ray dashboard: {dashboard}")
+    announce_ray(say)  # before `prepare` would start a Ray of its own
     prepare_corpus(spec.workdir, say)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     check = seed_config(spec, spec.seeds[0], name="check")

@@ -203,10 +203,16 @@ def tracking_and_ray(config: ExperimentConfig, say: Callable[[str], None]) -> tu
         check_tracking(uri)
     except TrackingError as exc:
         raise PretrainError(str(exc)) from None
+    return uri, announce_ray(say)
+
+
+def announce_ray(say: Callable[[str], None]) -> bool:
+    """`connect_ray`, saying where the dashboard is when this call started Ray; whether Ray is
+    the embedded local one."""
     local, dashboard = connect_ray()
     if dashboard:
         say(f"Ray dashboard: {dashboard}")
-    return uri, local
+    return local
 
 
 def cpu_request(config: ExperimentConfig) -> tuple[float, float]:

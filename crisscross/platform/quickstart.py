@@ -26,7 +26,7 @@ from crisscross.models import save_backbone
 from crisscross.platform.evaluation import EvalOutcome
 from crisscross.platform.finetune import run_finetune
 from crisscross.platform.frozen import run_svm
-from crisscross.platform.pretrain import Outcome, connect_ray, run_pretrain
+from crisscross.platform.pretrain import Outcome, announce_ray, run_pretrain
 from crisscross.platform.report import BASELINE_OF, write_report
 from crisscross.platform.storage import EXPERIMENTS
 from crisscross.trainers.builders import seeded_model
@@ -91,9 +91,7 @@ class QuickstartResult:
 def run_quickstart(workdir: Path, say: Callable[[str], None] = print) -> QuickstartResult:
     workdir = workdir.resolve()
     roots = write_corpus(workdir, say)
-    _, dashboard = connect_ray()  # before `prepare` would start a Ray of its own
-    if dashboard:
-        say(f"Ray dashboard: {dashboard}")
+    announce_ray(say)  # before `prepare` would start a Ray of its own
     config = quickstart_config(workdir, manifest=prepare_corpus(workdir, say))
     pretrained = run_pretrain(config, say=say)
     baseline = save_random_init(config, workdir / "runs" / config.run.name / RANDOM_INIT)

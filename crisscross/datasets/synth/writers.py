@@ -23,8 +23,8 @@ import numpy as np
 
 from crisscross.datasets.layouts.kinetics import kinetics_sound_classes
 from crisscross.datasets.media import write_av, write_wav
-from crisscross.datasets.synth import motion
-from crisscross.datasets.synth.content import class_style, event_times, render_audio, render_video
+from crisscross.datasets.synth import content, motion
+from crisscross.datasets.synth.content import class_style, event_times
 
 CONTENTS = ("motion", "style")
 
@@ -130,15 +130,16 @@ def _render(
     """A clip's frames and sound, sharing its event times or segments (the audio-visual
     correlation)."""
     rng = np.random.default_rng([spec.seed, clip.index])
-    if spec.content == "motion":
-        return _render_motion(spec, clip, rng, video=video, channels=channels)
-    style = class_style(clip.class_id)
-    events = event_times(style, spec.seconds, rng)
+    if spec.content == "motion":  # the class id and the clip's segments
+        what, plan, module = clip.class_id, motion.segments(spec.seconds, rng), motion
+    else:  # the class' style and the clip's event times
+        what = class_style(clip.class_id)
+        plan, module = event_times(what, spec.seconds, rng), content
     frames = sound = None
     if video:
-        frames = render_video(
-            style,
-            events,
+        frames = module.render_video(
+            what,
+            plan,
             seconds=spec.seconds,
             fps=spec.fps,
             width=spec.width,
@@ -146,36 +147,9 @@ def _render(
             rng=rng,
         )
     if channels:
-        sound = render_audio(
-            style,
-            events,
-            seconds=spec.seconds,
-            sample_rate=spec.sample_rate,
-            channels=channels,
-            rng=rng,
-        )
-    return frames, sound
-
-
-def _render_motion(
-    spec: SynthSpec, clip: Clip, rng: np.random.Generator, *, video: bool, channels: int | None
-) -> tuple[np.ndarray | None, np.ndarray | None]:
-    parts = motion.segments(spec.seconds, rng)
-    frames = sound = None
-    if video:
-        frames = motion.render_video(
-            clip.class_id,
-            parts,
-            seconds=spec.seconds,
-            fps=spec.fps,
-            width=spec.width,
-            height=spec.height,
-            rng=rng,
-        )
-    if channels:
-        sound = motion.render_audio(
-            clip.class_id,
-            parts,
+        sound = module.render_audio(
+            what,
+            plan,
             seconds=spec.seconds,
             sample_rate=spec.sample_rate,
             channels=channels,
