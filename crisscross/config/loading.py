@@ -32,10 +32,13 @@ KINDS: dict[str, type[Section]] = {
 
 
 def guess_kind(path: str | os.PathLike[str]) -> str:
-    """The kind of an experiment file from its folder (experiments/svm/... -> "svm"), else
-    "pretext"."""
-    folder = Path(path).parent.name
-    return folder if folder in KINDS else "pretext"
+    """The kind of an experiment file from its folder (experiments/svm/... -> "svm") or the one
+    above it (experiments/finetune/audioset/... -> "finetune"), else "pretext"."""
+    parents = Path(path).parents
+    for folder in (parents[0].name, parents[1].name if len(parents) > 1 else ""):
+        if folder in KINDS:
+            return folder
+    return "pretext"
 
 
 # YAML 1.1 reads 1e-4 as a string; researchers write learning rates that way, so accept it.

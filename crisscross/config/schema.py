@@ -118,6 +118,9 @@ class DataConfig(Section):
     """Kinetics-Sound only: a file of class names replacing the shipped list."""
     sampling: SamplingMode = "overlapped"
     """How the two windows are placed in a video: the degree of temporal relaxation."""
+    short_videos: Literal["skip", "reference"] = "skip"
+    """Videos shorter than the sampling mode's spans: skip them, or "reference": keep every video
+    above 1.1 s in both streams, spans from 0 read past the end (audio zero-padded)."""
     frames: int = Field(8, ge=1)
     """Frames per video window (8 = 0.5 s at 16 fps)."""
     fps: float = Field(16.0, gt=0.0)
@@ -162,9 +165,26 @@ class AugmentConfig(Section):
     gray_p: float = Field(0.2, ge=0.0, le=1.0)
     """Probability of grayscale."""
     blur_p: float = Field(0.5, ge=0.0, le=1.0)
-    """Probability of the Gaussian blur (kernel 11, sigma 0.1 to 2)."""
+    """Probability of the Gaussian blur (kernel 11; its sigma: blur_mode)."""
     cutout_max: int = Field(20, ge=0)
-    """Largest side of the cutout square, in pixels (0: no cutout)."""
+    """Largest side of the cutout square, in pixels (0: no cutout); its use: cutout_mode."""
+    reference_quirks: bool = True
+    """The reference code's video blur, cutout and colour arithmetic, which produced the paper's
+    numbers (REFERENCE.md section 4), or (false) the clean versions the paper describes; a
+    `*_mode` key below, when set, decides its own step instead."""
+    blur_mode: Literal["reference", "isotropic"] | None = None
+    """"reference": a fixed sigma of 0.1 across and 2.0 down (the reference's sigma=(0.1, 2.0)
+    read as (sigma_x, sigma_y)); "isotropic": one sigma per clip from U(0.1, 2.0). Unset: as
+    reference_quirks says."""
+    cutout_mode: Literal["reference", "fill"] | None = None
+    """"reference": a square of even side randint(1, cutout_max) // 2 * 2 around a uniform centre,
+    clipped at the borders, multiplied after normalisation by the first frame's mean; "fill": a
+    square of side 1 to cutout_max inside the frame, set to the mean colour. Unset: as
+    reference_quirks says."""
+    colour_mode: Literal["reference", "fast"] | None = None
+    """Colour jitter and grayscale. "reference": Pillow's uint8 arithmetic, truncated after every
+    step, HSV hue (and the blur truncated to uint8), about 8x the fast version's CPU time;
+    "fast": one composed affine map (YIQ hue), rounded once. Unset: as reference_quirks says."""
     volume_jitter: float = Field(0.2, ge=0.0, lt=1.0)
     """Audio gain drawn from U(1 - this, 1 + this)."""
     freq_masks: int = Field(2, ge=0)
@@ -177,6 +197,9 @@ class AugmentConfig(Section):
     """Time mask widths are drawn from [0, this) frames."""
     audio_crop_scale: Annotated[tuple[float, float], Field(strict=False)] = (0.6, 1.5)
     """Range of each axis' scale in the spectrogram's random resized crop."""
+    time_warp: int = Field(0, ge=0)
+    """SpecAugment time warp window in spectrogram frames (0: off, as in the reference's
+    pretraining; its ESC-50 SVM uses 20)."""
 
     @model_validator(mode="after")
     def _scale_order(self) -> AugmentConfig:

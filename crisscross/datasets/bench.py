@@ -241,6 +241,7 @@ def _windows(row: dict[str, Any], index: int, clip: ClipSpec, seed: int) -> Wind
         audio_seconds=clip.audio_seconds,
         video_seconds=clip.video_seconds,
         rng=rng,
+        short_videos=clip.short_videos,
     )
 
 

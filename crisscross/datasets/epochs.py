@@ -35,7 +35,10 @@ class DecodeResources:
 def usable_rows(manifest: Manifest, spec: ClipSpec) -> pa.Table:
     """Rows with status ok that are long enough for the sampling mode."""
     need = required_seconds(
-        spec.sampling, audio_seconds=spec.audio_seconds, video_seconds=spec.video_seconds
+        spec.sampling,
+        audio_seconds=spec.audio_seconds,
+        video_seconds=spec.video_seconds,
+        short_videos=spec.short_videos,
     )
     table = manifest.usable()
     return table.filter(pc.greater_equal(table.column("duration"), need - 1e-6))

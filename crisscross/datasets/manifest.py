@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from crisscross.datasets.fs import Tree, join, resolve
 from crisscross.datasets.layouts import create_layout
 from crisscross.datasets.layouts.base import Entry
-from crisscross.datasets.probe import FACTS, judge, probe
+from crisscross.datasets.probe import FACTS, judge, probe, usable_seconds
 
 log = logging.getLogger(__name__)
 STATUSES = ("ok", "no_audio", "too_short", "unreadable", "missing_on_disk", "unlisted")
@@ -38,7 +38,9 @@ SCHEMA = pa.schema(
         ("fold3", pa.string()),
         ("size_bytes", pa.int64()),
         ("mtime_ns", pa.int64()),
-        ("duration", pa.float64()),
+        ("duration", pa.float64()),  # seconds inside every stream the dataset needs
+        ("video_seconds", pa.float64()),  # where the video stream ends
+        ("audio_seconds", pa.float64()),  # where the audio stream ends
         ("video_codec", pa.string()),
         ("width", pa.int32()),
         ("height", pa.int32()),
@@ -129,6 +131,7 @@ def build_manifest(
     for row, entry in zip(rows, listing.entries, strict=True):
         if entry.status is None:
             row["status"], row["reason"] = judge(row, needs)
+            row["duration"] = usable_seconds(row, needs)
     manifest = Manifest(
         pa.Table.from_pylist(rows, schema=SCHEMA), dataset, root, listing.classes, needs.min_seconds
     )
@@ -205,6 +208,9 @@ def _cached_facts(path: str, dataset: str, root: str) -> dict[tuple, dict[str, A
         log.warning("ignoring the earlier manifest: %s", exc)
         return {}
     if (old.dataset, old.root) != (dataset, root):
+        return {}
+    if missing := [k for k in FACTS if k not in old.table.column_names]:
+        log.info("probing every file again: the earlier manifest has no %s", ", ".join(missing))
         return {}
     facts = {}
     for row in old.table.to_pylist():

@@ -1,7 +1,10 @@
 """Probe one media file: what it holds (streams, duration, rate, rotation) and whether it decodes.
 
 `judge` turns those facts into a status against a dataset's requirements, so a cached probe can be
-judged again under other requirements without reopening the file.
+judged again under other requirements without reopening the file. `duration` is the longest of the
+container's and the streams' durations; `video_seconds` and `audio_seconds` say where each stream
+ends, and `usable_seconds` is how long every stream a dataset needs lasts: a window must lie inside
+all of them (the reference keeps windows inside the shorter stream).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from crisscross.datasets.layouts.base import Requirements
 
 FACTS: dict[str, Any] = {  # every probed column and its value when unknown
     "duration": None,
+    "video_seconds": None,
+    "audio_seconds": None,
     "video_codec": None,
     "width": None,
     "height": None,
@@ -74,8 +79,7 @@ def _read_streams(container: av.container.InputContainer, facts: dict[str, Any])
             "height": stream.codec_context.height,
             "fps": float(rate) if rate else None,
         }
-        if stream.duration and stream.time_base:
-            durations.append(float(stream.duration * stream.time_base))
+        facts["video_seconds"] = _stream_end(stream)
         first = next(container.decode(stream), None)  # proves the stream decodes
         if first is None:
             raise ValueError("the video stream has no decodable frame")
@@ -89,14 +93,34 @@ def _read_streams(container: av.container.InputContainer, facts: dict[str, Any])
             "sample_rate": stream.codec_context.sample_rate,
             "channels": stream.codec_context.layout.nb_channels,
         }
-        if stream.duration and stream.time_base:
-            durations.append(float(stream.duration * stream.time_base))
+        facts["audio_seconds"] = _stream_end(stream)
         if next(container.decode(stream), None) is None:
             raise ValueError("the audio stream has no decodable frame")
+    durations += [facts[k] for k in ("video_seconds", "audio_seconds") if facts[k] is not None]
     facts["duration"] = max(durations) if durations else None
     if facts["fps"] and facts["duration"]:
         frames = container.streams.video[0].frames
         facts["frames"] = int(frames) if frames else round(facts["duration"] * facts["fps"])
+
+
+def _stream_end(stream: av.stream.Stream) -> float | None:
+    """Where a stream ends on the file's timeline (its start plus its duration), if it says."""
+    if not (stream.duration and stream.time_base):
+        return None
+    start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+    return max(start, 0.0) + float(stream.duration * stream.time_base)
+
+
+def usable_seconds(facts: dict[str, Any], needs: Requirements) -> float | None:
+    """Seconds that every stream the dataset needs covers: the shorter of video and audio for
+    pretraining; a stream without a duration of its own counts as the file's."""
+    ends = [
+        facts[f"{kind}_seconds"] if facts.get(f"{kind}_seconds") is not None else facts["duration"]
+        for kind, wanted in (("video", needs.video), ("audio", needs.audio))
+        if wanted and facts[f"has_{kind}"]
+    ]
+    ends = [end for end in ends if end is not None]
+    return min(ends) if ends else facts["duration"]
 
 
 def judge(facts: dict[str, Any], needs: Requirements) -> tuple[str, str]:
@@ -106,7 +130,7 @@ def judge(facts: dict[str, Any], needs: Requirements) -> tuple[str, str]:
     if needs.video and not facts["has_video"]:
         return "unreadable", "no video stream"
     problems = []
-    duration = facts["duration"] or 0.0
+    duration = usable_seconds(facts, needs) or 0.0
     if duration < needs.min_seconds:
         problems.append(
             ("too_short", f"{duration:.2f} s, needs at least {needs.min_seconds:.2f} s")

@@ -28,10 +28,9 @@ from crisscross.datasets.transforms import (
     VideoAugment,
     eval_clip,
     log_mel,
-    normalize,
 )
-from crisscross.datasets.transforms.audio import spectrogram_frames
-from crisscross.datasets.transforms.video import PHOTO, photometric
+from crisscross.datasets.transforms.audio import HOP, spectrogram_frames
+from crisscross.datasets.transforms.video import CUT_BOX, PHOTO, to_model_input
 
 AUGMENT_ON = ("decode", "device")
 
@@ -47,6 +46,7 @@ class ClipSpec:
     sample_rate: int = 16000
     n_mels: int = 80
     sampling: str = "overlapped"
+    short_videos: str = "skip"  # or "reference": every video above 1.1 s, spans padded
     short_side: int = 128  # decode-time resize: the crop's canvas
     decode_threads: int = 1
     augment: AugmentStrength = field(default_factory=AugmentStrength)  # augmentation knobs
@@ -93,6 +93,7 @@ class PretextSample:
             audio_seconds=spec.audio_seconds,
             video_seconds=spec.video_seconds,
             rng=rng,
+            short_videos=spec.short_videos,
         )
         times = frame_times(w.v1, spec.frames, spec.fps) + frame_times(w.v2, spec.frames, spec.fps)
         spans = [(w.a1, spec.audio_seconds), (w.a2, spec.audio_seconds)]
@@ -125,7 +126,10 @@ class PretextSample:
                 views[name] = self.video_aug.geometry(clip, g).numpy()
                 views[f"{name}_aug"] = self.video_aug.draw(g).numpy()
             elif self.augment:
-                views[name] = self.video_aug(clip, g).numpy()
+                view, params = self.video_aug.augment(clip, g)
+                views[name] = view.numpy()
+                if self.video_aug.cutout_after_normalize:  # the reference's, on model input
+                    views[f"{name}_cutout"] = params[CUT_BOX].numpy()
             else:
                 views[name] = eval_clip(clip, spec.crop_size).numpy()
         for name, wave in (("a1", audio[0]), ("a2", audio[1])):
@@ -159,7 +163,10 @@ class PretextSample:
             }
             return views | {"a2": views["a1"], "a2_aug": views["a1_aug"]}
         audio = np.zeros((0, 1, spec.n_mels, spectrogram_frames(samples)), np.float32)
-        return {"v1": video, "v2": video, "a1": audio, "a2": audio}
+        views = {"v1": video, "v2": video, "a1": audio, "a2": audio}
+        if self.augment and self.video_aug.cutout_after_normalize:
+            views |= {f"{v}_cutout": np.zeros((0, 3), np.float32) for v in ("v1", "v2")}
+        return views
 
 
 @dataclass
@@ -180,9 +187,7 @@ class DeviceAugment:
     ) -> tuple[torch.Tensor, ...]:
         """Model inputs (v1, v2, a1, a2): video (B, 3, T, H, W), audio (B, 1, F, S) float."""
         video = [
-            normalize(
-                photometric(batch[k].to(device, non_blocking=True), batch[f"{k}_aug"].to(device))
-            )
+            to_model_input(batch[k].to(device, non_blocking=True), batch[f"{k}_aug"].to(device))
             for k in ("v1", "v2")
         ]
         audio = [
@@ -211,7 +216,11 @@ class VideoClipSample:
     decode_threads: int = 1
 
     def __post_init__(self) -> None:
-        self.augment = VideoAugment(size=self.size, blur_p=0.0)
+        # the clean cutout and colour: fine-tuning's config has no augmentation modes yet, and
+        # the reference cutout would need the trainer's normalisation to apply it
+        self.augment = VideoAugment(
+            size=self.size, blur_p=0.0, cutout_mode="fill", colour_mode="fast"
+        )
         self.short_side = round(self.size / 0.875)  # test: resize short side to 256 for 224
 
     def __call__(self, row: Mapping[str, Any], *, epoch: int, index: int) -> dict[str, np.ndarray]:
@@ -234,6 +243,10 @@ class VideoClipSample:
 class AudioClipSample:
     """ESC-50 crops: one random augmented crop to train, or `test_clips` evenly spaced crops.
 
+    `protocol` "reference" is the reference code's ESC-50 SVM: training crops also time-warped
+    (window 20); test clips from the file trimmed to its first `seconds`, whose log-mel of
+    seconds x 100 + 1 frames gives `test_clips` windows of seconds x 100 frames at the integer
+    parts of evenly spaced starts in [0, 1]: nine at frame 0 and one at frame 1 for 10 clips.
     Returns {"audio": float32 (clips, 1, F, T), "label": int64 ()}.
     """
 
@@ -243,9 +256,14 @@ class AudioClipSample:
     train: bool = True
     test_clips: int = 10
     seed: int = 0
+    protocol: str = "clean"  # or "reference"
 
     def __post_init__(self) -> None:
-        self.augment = AudioAugment(sample_rate=self.sample_rate, n_mels=self.n_mels)
+        self.augment = AudioAugment(
+            sample_rate=self.sample_rate,
+            n_mels=self.n_mels,
+            time_warp=20 if self.protocol == "reference" else 0,
+        )
 
     def __call__(self, row: Mapping[str, Any], *, epoch: int, index: int) -> dict[str, np.ndarray]:
         rng, g = sample_generators(self.seed, epoch, index)
@@ -253,6 +271,8 @@ class AudioClipSample:
         starts = clip_starts(
             duration, self.seconds, train=self.train, clips=self.test_clips, rng=rng
         )
+        if self.protocol == "reference" and not self.train:
+            starts = [0.0]  # the file trimmed to its first `seconds`, cut into windows below
         spans = [(start, self.seconds) for start in starts]
         if row.get("audio_path"):
             waves = [
@@ -269,4 +289,9 @@ class AudioClipSample:
                 if self.train
                 else log_mel(wave_t, sample_rate=self.sample_rate, n_mels=self.n_mels)
             )
+        if self.protocol == "reference" and not self.train:
+            whole = images[0]
+            size = round(self.seconds * self.sample_rate) // HOP  # frames of a window
+            starts = np.linspace(0, max(whole.shape[-1] - size, 1), self.test_clips).astype(int)
+            images = [whole[..., s : s + size] for s in starts]
         return {"audio": torch.stack(images).numpy(), "label": np.int64(row["label"])}

@@ -1,13 +1,23 @@
 """Where in a video the two windows of a pretraining sample go (REFERENCE.md section 3).
 
-Times are seconds from the start. Audio windows are `audio_seconds` long; video windows hold
-`frames` frames at `fps`. Modes, from the least to the most relaxed synchronicity:
-- same_timestamp: one window, used twice (the two views differ only by augmentation);
-- overlapped (default): a span 1.5x long; the first and the last window in it, for each modality,
-  with the video span placed uniformly inside the audio span;
-- adjacent: two back-to-back audio windows, each video window at one offset in its audio window;
-- random: two independent windows;
-- far_apart: windows half the video apart.
+Times are seconds from the start; `duration` is the span inside both streams (the manifest's
+`duration`). Audio windows are `audio_seconds` long (a); video windows hold `frames` frames at
+`fps` (v). Each mode places an audio span and a video span, and cuts the two windows from them,
+as the reference code samples them (pritamqu/CrissCross, train/datasets/loader/backend_pretext):
+the audio span starts uniformly in the video, the video span uniformly inside the audio span.
+- same_timestamp: spans of one window; the two views differ only by augmentation;
+- overlapped (default): spans 1.5x long; the first and the last window of each;
+- adjacent: spans 2x long (4 s of audio, 1 s of video); back-to-back windows of each, so the
+  video windows are v apart and the audio windows a apart;
+- random: two independent one-window draws;
+- far_apart: a gap of g = duration / 2 - a between the two windows of both modalities, each
+  video window at the start of its audio window. Under 2a (4 s) the reference falls back: audio
+  windows at 0 and at the end, video windows half the video apart.
+
+Short videos (`short_videos`): "skip" (default) leaves out videos shorter than the mode's spans
+(`required_seconds`). "reference" keeps every video above REFERENCE_MIN_SECONDS (1.1 s) in both
+streams, as the reference's loader does: a span longer than the video starts at 0 and reads past
+the end, where the audio is zero-padded and the last frame repeats.
 Fine-tuning and ESC-50 clips: one random clip to train, evenly spaced clips to test.
 """
 
@@ -18,7 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 
 MODES = ("same_timestamp", "overlapped", "adjacent", "random", "far_apart")
-SPAN = 1.5  # the overlapped span, in window lengths
+SHORT_VIDEOS = ("skip", "reference")
+REFERENCE_MIN_SECONDS = 1.1  # the reference keeps videos whose both streams are longer
+SPAN = {"same_timestamp": 1.0, "overlapped": 1.5, "adjacent": 2.0, "random": 1.0, "far_apart": 1.0}
 
 
 @dataclass(frozen=True)
@@ -31,16 +43,14 @@ class Windows:
     a2: float
 
 
-def required_seconds(mode: str, *, audio_seconds: float, video_seconds: float) -> float:
+def required_seconds(
+    mode: str, *, audio_seconds: float, video_seconds: float, short_videos: str = "skip"
+) -> float:
     """The shortest video a mode can sample from."""
-    longest = max(audio_seconds, video_seconds)
-    return {
-        "same_timestamp": longest,
-        "overlapped": SPAN * longest,
-        "adjacent": 2 * longest,
-        "random": longest,
-        "far_apart": 2 * longest,
-    }[mode]
+    _check(mode, short_videos)
+    if short_videos == "reference":
+        return REFERENCE_MIN_SECONDS
+    return SPAN[mode] * max(audio_seconds, video_seconds)
 
 
 def pretext_windows(
@@ -50,38 +60,53 @@ def pretext_windows(
     audio_seconds: float,
     video_seconds: float,
     rng: np.random.Generator,
+    short_videos: str = "skip",
 ) -> Windows:
     """Draw the windows of one sample; ValueError if the video is shorter than the mode needs."""
-    need = required_seconds(mode, audio_seconds=audio_seconds, video_seconds=video_seconds)
+    need = required_seconds(
+        mode, audio_seconds=audio_seconds, video_seconds=video_seconds, short_videos=short_videos
+    )
     if duration + 1e-6 < need:
         raise ValueError(f"{duration:.2f} s is shorter than the {need:.2f} s that '{mode}' needs")
     a, v = audio_seconds, video_seconds
-    slack = max(a - v, 0.0)
-
-    def offset() -> float:  # a video window's place inside its audio window
-        return float(rng.uniform(0, slack))
-
-    if mode == "overlapped":
-        audio_span, video_span = SPAN * a, SPAN * v
-        a1 = float(rng.uniform(0, max(duration - audio_span, 0)))
-        v1 = a1 + float(rng.uniform(0, max(audio_span - video_span, 0)))
-        return Windows(v1, v1 + video_span - v, a1, a1 + audio_span - a)
-    if mode == "same_timestamp":
-        a1 = float(rng.uniform(0, duration - a if duration > a else 0))
-        v1 = a1 + offset()
-        return Windows(v1, v1, a1, a1)
-    if mode == "adjacent":
-        a1 = float(rng.uniform(0, max(duration - 2 * a, 0)))
-        shift = offset()
-        return Windows(a1 + shift, a1 + a + shift, a1, a1 + a)
-    if mode == "random":
-        a1, a2 = (float(rng.uniform(0, max(duration - a, 0))) for _ in range(2))
-        return Windows(a1 + offset(), a2 + offset(), a1, a2)
     if mode == "far_apart":
-        a1 = float(rng.uniform(0, max(duration / 2 - a, 0)))
-        a2 = a1 + duration / 2
-        return Windows(a1 + offset(), a2 + offset(), a1, a2)
-    raise ValueError(f"unknown sampling mode {mode!r}; one of {', '.join(MODES)}")
+        return _far_apart(duration, a, v, rng)
+    if mode == "random":
+        a1, v1 = _spans(duration, a, v, rng)
+        a2, v2 = _spans(duration, a, v, rng)
+        return Windows(v1, v2, a1, a2)
+    span = SPAN[mode]
+    a1, v1 = _spans(duration, span * a, span * v, rng)
+    # the first and the last window of each span (the same one when the span is one window)
+    return Windows(v1, v1 + (span - 1) * v, a1, a1 + (span - 1) * a)
+
+
+def _spans(d: float, audio: float, video: float, rng: np.random.Generator) -> tuple[float, float]:
+    """Starts of an audio span and a video span: the audio span uniform in the video, the video
+    span uniform inside it; a span longer than the video starts at 0."""
+    a1 = float(rng.uniform(0, max(d - audio, 0)))
+    room = min(a1 + audio, d) - video - a1 if d >= video else 0.0
+    return a1, a1 + float(rng.uniform(0, max(room, 0)))
+
+
+def _far_apart(d: float, a: float, v: float, rng: np.random.Generator) -> Windows:
+    gap = min(d / 2 - a, max(d / 2 - v, 0))
+    if gap > 0:
+        a1 = float(rng.uniform(0, gap))
+        return Windows(a1, a1 + gap, a1, a1 + gap)
+    # the reference's fallback: audio at 0 and at the end, video half the video apart
+    a2 = max(0.0, d - a)
+    if v > d / 2:
+        return Windows(0.0, max(0.0, d - v), 0.0, a2)
+    v1 = float(rng.uniform(0, max(d / 2 - v, 0)))
+    return Windows(v1, v1 + d / 2, 0.0, a2)
+
+
+def _check(mode: str, short_videos: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown sampling mode {mode!r}; one of {', '.join(MODES)}")
+    if short_videos not in SHORT_VIDEOS:
+        raise ValueError(f"unknown short_videos {short_videos!r}; one of {', '.join(SHORT_VIDEOS)}")
 
 
 def frame_times(start: float, frames: int, fps: float) -> list[float]:

@@ -42,6 +42,8 @@ from crisscross.trainers.svm import SvmSettings, fit_svm_fold, logistic_probe
 
 
 def svm_protocol(config: SvmExperiment) -> str:
+    if config.svm.protocol == "reference":
+        return f"linear SVM {config.data.seconds:g}s, reference protocol (C on test fold)"
     chosen = "C on test fold (reference code)" if config.svm.select_c == "test" else "C by CV"
     return f"linear SVM {config.data.seconds:g}s, {chosen}"
 
@@ -111,9 +113,17 @@ def run_svm(
     config: SvmExperiment, *, source: str, folds: str, say: Callable[[str], None] = print
 ) -> EvalOutcome:
     """ESC-50 linear SVM on frozen audio conv5 features, per fold and averaged."""
+    config, changed = config.resolved()
+    if changed:
+        say("svm.protocol reference sets " + "; ".join(changed))
     chosen, uri, manifest, pretrained, rows = _prepare(config, source=source, folds=folds, say=say)
     d, s = config.data, config.svm
-    common = {"seconds": d.seconds, "sample_rate": d.sample_rate, "n_mels": d.n_mels}
+    common = {
+        "seconds": d.seconds,
+        "sample_rate": d.sample_rate,
+        "n_mels": d.n_mels,
+        "protocol": s.protocol,
+    }
     samples = {
         "train": RepeatedDraws(
             AudioClipSample(**common, train=True, seed=config.run.seed), d.train_crops, "audio"
@@ -128,19 +138,27 @@ def run_svm(
         protocol=svm_protocol(config),
         pretrained=pretrained,
         folds=chosen,
-        extra_tags={"svm.select_c": s.select_c},
+        extra_tags={"svm.select_c": s.select_c, "svm.protocol": s.protocol},
     )
     say(
         f"extracting SVM features of {len(rows)} files from {pretrained.where}; "
         f"MLflow run {run.run_id}"
     )
-    features = extract_parallel(pretrained, config, rows, samples, kind="svm")
+    kind = "svm_reference" if s.protocol == "reference" else "svm"
+    features = extract_parallel(pretrained, config, rows, samples, kind=kind)
     crops, crops_ok = features["train"]
     clips, clips_ok = features["test"]
     _say_failures(rows, crops_ok & clips_ok, say)
     labels = np.array([row["label"] for row in rows])
     fold_of = np.array([row["fold"] for row in rows])
-    settings = SvmSettings(s.c_grid, s.select_c, s.standardize, s.max_iter, config.run.seed)
+    settings = SvmSettings(
+        s.c_grid,
+        s.select_c,
+        s.standardize,
+        s.max_iter,
+        config.run.seed,
+        ties="larger" if s.protocol == "reference" else "smaller",
+    )
     per_fold = {}
     for fold in chosen:
         train, test = split_masks(rows, "esc50", fold)

@@ -23,6 +23,7 @@ from crisscross.trainers.pretrain import BEST_DIR, STATE_FILE
 PREFIX = {"video": "vid", "audio": "aud"}
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _RELEASED = re.compile(r"^(?:vid|aud)_crisscross_(.+?)\.pth(?:\.tar)?$")
+_STEP = re.compile(r"_step(\d+)$")
 
 
 class SourceError(ValueError):
@@ -79,16 +80,27 @@ def _from_file(source: str, path: Path) -> Pretrained:
     )
 
 
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint of the highest step in a run folder (names carry it: checkpoint_step<N>
+    mid-epoch, checkpoint_epoch<E>_step<N> at an epoch's end; sorting the names would put every
+    epoch checkpoint before every mid-epoch one). Folders without a state file are partial."""
+    steps = {}
+    for folder in run_dir.glob("checkpoint_*"):
+        match = _STEP.search(folder.name)
+        if match and (folder / STATE_FILE).is_file():
+            steps[folder] = (int(match.group(1)), "epoch" in folder.name)  # epoch end wins a tie
+    return max(steps, key=steps.__getitem__) if steps else None
+
+
 def _from_folder(source: str, path: Path, modality: str) -> Pretrained:
     record_dir = path
     if (path / STATE_FILE).is_file():
         checkpoint = path
         record_dir = path.parent
     elif (path / RUN_RECORD).is_file():
-        checkpoints = sorted(p for p in path.glob("checkpoint_*") if (p / STATE_FILE).is_file())
-        if not checkpoints:
+        checkpoint = latest_checkpoint(path)
+        if checkpoint is None:
             raise SourceError(f"--pretrained {source}: the run folder holds no checkpoint yet")
-        checkpoint = checkpoints[-1]  # names carry the zero-padded step: the last is the latest
     else:
         raise SourceError(
             f"--pretrained {source}: a folder must be a checkpoint ({STATE_FILE} inside, e.g. "

@@ -57,6 +57,7 @@ def clip_spec(config: ExperimentConfig) -> ClipSpec:
         sample_rate=d.sample_rate,
         n_mels=d.n_mels,
         sampling=d.sampling,
+        short_videos=d.short_videos,
         short_side=d.short_side,
         decode_threads=d.decode_threads,
         augment_on=d.augment_on,

@@ -85,12 +85,12 @@ def extract_features(
 
 
 def encoder_of(backbone: torch.nn.Module, kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The feature function: "embedding" (the globally pooled (B, D) output) or "svm" (the
-    ESC-50 SVM's pooled conv5 map)."""
+    """The feature function: "embedding" (the globally pooled (B, D) output), "svm" (the
+    ESC-50 SVM's pooled conv5 map) or "svm_reference" (the same, l2-normalised over time)."""
     from crisscross.models import svm_features
 
-    if kind == "svm":
-        return lambda x: svm_features(backbone, x)
+    if kind in ("svm", "svm_reference"):
+        return lambda x: svm_features(backbone, x, l2_time=kind == "svm_reference")
     return backbone
 
 

@@ -66,7 +66,7 @@ def build_classifier(job: FinetuneJob, config: FinetuneExperiment) -> Classifier
         modality="video",
         **({} if m.width is None else {"width": m.width}),
     )
-    return Classifier(backbone, job.classes)
+    return Classifier(backbone, job.classes, dropout=m.dropout)
 
 
 @torch.no_grad()

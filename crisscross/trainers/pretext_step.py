@@ -10,6 +10,7 @@ import torch.distributed as dist
 
 from crisscross.datasets.samples import DeviceAugment
 from crisscross.datasets.transforms import normalize
+from crisscross.datasets.transforms.video import scale_cutout
 from crisscross.trainers.optim import LARC
 from crisscross.trainers.step_modes import inputs_channels_last
 
@@ -29,7 +30,8 @@ def to_model_inputs(
     augment: DeviceAugment | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """uint8 video (B, T, 3, H, W) and float audio (B, 1, F, S) -> normalised (v1, v2, a1, a2);
-    a batch made with `augment_on: device` is finished by `augment` on the device."""
+    a batch made with `augment_on: device` is finished by `augment` on the device, and one
+    whose views carry the reference's cutout squares (`<view>_cutout`) gets them here."""
     if "v1_aug" in batch:
         if augment is None:
             raise ValueError(
@@ -38,6 +40,10 @@ def to_model_inputs(
             )
         return augment(batch, device)
     video = [normalize(batch[k].to(device, non_blocking=True)) for k in ("v1", "v2")]
+    video = [
+        scale_cutout(v, batch[f"{k}_cutout"].to(device)) if f"{k}_cutout" in batch else v
+        for k, v in zip(("v1", "v2"), video, strict=True)
+    ]
     audio = [batch[k].to(device, non_blocking=True).float() for k in ("a1", "a2")]
     return video[0], video[1], audio[0], audio[1]
 

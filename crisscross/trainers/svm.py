@@ -22,6 +22,7 @@ class SvmSettings:
     standardize: bool = True
     max_iter: int = 2000
     seed: int = 0
+    ties: str = "smaller"  # equal scores: the smaller C, or "larger" (the reference's ">=")
 
 
 @dataclass
@@ -94,7 +95,9 @@ def fit_svm_fold(
         for c in settings.grid:
             model = _fit(train_crops, train_labels, c, settings)
             scores[c] = float((predict_files(model, test_clips) == test_labels).mean())
-    best = max(settings.grid, key=lambda c: (scores[c], -c))  # ties: the stronger regulariser
+    # ties: the stronger regulariser, or the reference's last best in its increasing grid
+    sign = 1 if settings.ties == "larger" else -1
+    best = max(settings.grid, key=lambda c: (scores[c], sign * c))
     model = _fit(train_crops, train_labels, best, settings)
     return FoldFit(best, scores, predict_files(model, test_clips))
 

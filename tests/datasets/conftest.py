@@ -70,6 +70,12 @@ def bad_kinetics(tmp_path_factory, synthetic):
         audio_CN=audio_for(s_style, s_events, s_rng, 1.0, 16000, 1),
         sample_rate=16000,
     )
+    write_av(  # the audio stops at 1.5 s, the video goes on to 4 s
+        add("short_audio"),
+        video,
+        audio_CN=audio_for(style, events, rng, 1.5, 16000, 1),
+        sample_rate=16000,
+    )
     write_av(
         add("rotated"),
         video,

@@ -27,10 +27,10 @@ def bad_manifest(bad_kinetics, tmp_path_factory):
         ("random", "unreadable", "InvalidDataError: Invalid data found when processing input"),
         ("truncated", "unreadable", "InvalidDataError"),
         ("no_audio", "no_audio", "no audio stream"),
-        ("short", "too_short", "needs at least 3.00 s"),
+        ("short", "too_short", "1.00 s, needs at least 1.10 s"),
         ("listed_missing", "missing_on_disk", "listed in annotations/train.csv but not on disk"),
-        ("video_0.mov", "too_short", "0.10 s, needs at least 3.00 s; no audio stream"),
-        ("video_90.mov", "too_short", "0.10 s, needs at least 3.00 s; no audio stream"),
+        ("video_0.mov", "too_short", "0.10 s, needs at least 1.10 s; no audio stream"),
+        ("video_90.mov", "too_short", "0.10 s, needs at least 1.10 s; no audio stream"),
     ],
 )
 def test_bad_files_land_with_a_reason(bad_manifest, name, status, reason):
@@ -39,6 +39,32 @@ def test_bad_files_land_with_a_reason(bad_manifest, name, status, reason):
     _, rows, _ = bad_manifest
     assert rows[name]["status"] == status
     assert reason in rows[name]["reason"]
+
+
+def test_duration_is_the_span_inside_both_streams(bad_manifest):
+    """The reference keeps windows inside the shorter stream: a 4 s video whose audio stops at
+    1.5 s is 1.5 s long for pretraining, and no 3 s overlapped span is drawn from it."""
+    _, rows, _ = bad_manifest
+    row = rows["short_audio"]
+    assert row["status"] == "ok"
+    assert row["video_seconds"] == pytest.approx(4.0, abs=0.05)
+    assert row["audio_seconds"] == pytest.approx(1.5, abs=0.05)
+    assert row["duration"] == row["audio_seconds"]
+    both = rows["rotated"]  # both streams 4 s
+    assert both["duration"] == pytest.approx(4.0, abs=0.05)
+
+
+def test_short_audio_is_left_out_of_the_overlapped_windows(bad_manifest):
+    from crisscross.datasets.epochs import usable_rows
+    from crisscross.datasets.samples import ClipSpec
+
+    report, rows, _ = bad_manifest
+    kept = set(usable_rows(report.manifest, ClipSpec()).column("path").to_pylist())
+    assert rows["rotated"]["path"] in kept and rows["short_audio"]["path"] not in kept
+    reference = ClipSpec(short_videos="reference")
+    assert rows["short_audio"]["path"] in set(
+        usable_rows(report.manifest, reference).column("path").to_pylist()
+    )
 
 
 @pytest.mark.parametrize(

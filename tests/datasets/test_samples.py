@@ -12,7 +12,7 @@ from crisscross.datasets.manifest import build_manifest
 from crisscross.datasets.samples import ClipSpec, DeviceAugment, PretextSample
 from crisscross.datasets.sampling import MODES
 from crisscross.datasets.transforms import normalize
-from crisscross.datasets.transforms.video import PHOTO
+from crisscross.datasets.transforms.video import PHOTO, scale_cutout
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,9 @@ def test_views_have_model_shapes(rows, mode):
         "v2": ((8, 3, 64, 64), np.uint8),
         "a1": ((1, 80, 201), np.float32),
         "a2": ((1, 80, 201), np.float32),
+        # the reference cutout (the default) acts after normalisation: its squares travel along
+        "v1_cutout": ((3,), np.float32),
+        "v2_cutout": ((3,), np.float32),
     }
     empty = PretextSample(spec).empty()
     assert {k: (v.shape[1:], v.dtype) for k, v in empty.items()} == {
@@ -65,6 +68,9 @@ def test_device_augmentation_gives_the_decode_workers_sample(rows, device):
         ref = whole(rows[i % len(rows)], epoch=1, index=i)
         for name, got in (("v1", v1[i]), ("v2", v2[i])):
             expected = normalize(torch.from_numpy(ref[name]))
+            if f"{name}_cutout" in ref:  # the reference cutout, after normalisation
+                square = torch.from_numpy(ref[f"{name}_cutout"])[None]
+                expected = scale_cutout(expected[None], square)[0]
             # same draws; float order may differ, so a value may round to the next level
             step = 1 / (255 * 0.224) + 1e-4
             assert (got - expected).abs().max() <= step * 1.01, (i, name)

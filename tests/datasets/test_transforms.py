@@ -44,7 +44,9 @@ def test_eval_clip_and_normalize():
 def test_log_mel_matches_the_reference_shape_and_normalisation():
     silence = log_mel(torch.zeros(32000))
     assert silence.shape == (1, 80, 201)
-    expected = (np.log(np.finfo(float).eps) - LOG_MEL_MEAN) / LOG_MEL_STD
+    # the reference's floor is float32's eps: log(1.19e-7) = -15.94, normalised -2.40
+    expected = (np.log(np.finfo(np.float32).eps) - LOG_MEL_MEAN) / LOG_MEL_STD
+    assert expected == pytest.approx(-2.40, abs=0.01)
     assert silence.mean().item() == pytest.approx(expected, rel=1e-4)
     tone = log_mel(torch.sin(torch.arange(32000) / 16000 * 2 * torch.pi * 1000))
     # Slaney scale: 1 kHz is 15 mel of 45.25 at 8 kHz, so the peak is filter 15 / 45.25 * 81 - 1 = 26
@@ -134,6 +136,17 @@ def test_augment_strength_defaults_are_the_papers_and_scale_as_configured():
     video = spec.augment.video(spec.crop_size)
     assert video.jitter == pytest.approx((0.2, 0.2, 0.2, 0.1)) and video.blur_p == 0.0
     assert spec.augment.audio(sample_rate=16000, n_mels=80).volume == pytest.approx((0.9, 1.1))
+    assert spec.augment.audio(sample_rate=16000, n_mels=80).time_warp == 0  # off in pretraining
+    warped = clip_spec(load_config(config_path(), {"augment.time_warp": 20}))
+    aug = warped.augment.audio(sample_rate=16000, n_mels=80)
+    wave = torch.randn(32000) * 0.1
+    out = aug(wave, gen(5))
+    assert aug.time_warp == 20 and out.shape == (1, 80, 201)
+    assert not torch.equal(out, AudioAugment()(wave, gen(5)))
+
+
+def config_path():
+    return Path(__file__).resolve().parents[2] / "experiments" / "pretext" / "quickstart.yaml"
 
 
 def test_batched_audio_crop_is_bicubic_interpolation_of_each_box():

@@ -9,6 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -122,10 +123,9 @@ def test_finetune_all_splits_side_by_side_logs_per_split_results(
     assert correct / len(seen_jobs[0].test_rows) == pytest.approx(metrics["fold1/top1"])
 
 
-def test_svm_chooses_c_on_training_folds_and_never_trains_on_the_test_fold(
-    local_ray, synthetic, store, tmp_path, run_cli, monkeypatch
-):
-    root = synthetic["esc50"]
+@pytest.fixture
+def svm_fits(monkeypatch):
+    """Every fit_svm_fold call's arguments, in order."""
     calls = []
     real = frozen_module.fit_svm_fold
 
@@ -134,6 +134,13 @@ def test_svm_chooses_c_on_training_folds_and_never_trains_on_the_test_fold(
         return real(**kwargs)
 
     monkeypatch.setattr(frozen_module, "fit_svm_fold", spy)
+    return calls
+
+
+def test_svm_chooses_c_on_training_folds_and_never_trains_on_the_test_fold(
+    local_ray, synthetic, store, tmp_path, run_cli, svm_fits
+):
+    root = synthetic["esc50"]
     result = run_cli(
         "svm", str(SVM), "--pretrained", str(store["aud"]), "--root", str(root),
         "--set", "data.n_mels=40", *_common(store, tmp_path),
@@ -143,8 +150,8 @@ def test_svm_chooses_c_on_training_folds_and_never_trains_on_the_test_fold(
     with open(root / "meta" / "esc50.csv") as handle:
         for row in csv.DictReader(handle):
             folds[row["filename"]] = int(row["fold"])
-    assert len(calls) == 5
-    for fold, call in zip(range(1, 6), calls, strict=True):
+    assert len(svm_fits) == 5
+    for fold, call in zip(range(1, 6), svm_fits, strict=True):
         assert fold not in set(call["train_groups"].tolist())
         assert len(call["train_labels"]) == sum(f != fold for f in folds.values())
         assert len(call["test_labels"]) == sum(f == fold for f in folds.values())
@@ -343,3 +350,66 @@ def test_hmdb51_training_rows_hold_only_the_split_files_training_videos(syntheti
                 ids[name] = id_
     assert {Path(r["path"]).name for r in train} == {n for n, i in ids.items() if i == "1"}
     assert {Path(r["path"]).name for r in test} == {n for n, i in ids.items() if i == "2"}
+
+
+def test_svm_reference_protocol_and_its_own_report_row(
+    local_ray, synthetic, store, tmp_path, run_cli, svm_fits
+):
+    """`--protocol reference` runs the reference code's SVM end to end; the report keeps it
+    apart from the clean protocol's number."""
+    root = synthetic["esc50"]
+    common = ["--pretrained", store["run_id"], "--root", str(root), "--fold", "3"]
+    common += ["--set", "data.n_mels=40", *_common(store, tmp_path)]
+    clean = run_cli("svm", str(SVM), *common)
+    assert clean.exit_code == 0, clean.output
+    result = run_cli("svm", str(SVM), *common, "--protocol", "reference")
+    assert result.exit_code == 0, result.output
+    assert "svm.protocol reference sets data.train_crops 100 (the config said 2)" in result.output
+    assert "svm.standardize False (the config said True)" in result.output
+    call = svm_fits[-1]
+    assert call["train_crops"].shape[1] == 100 and call["test_clips"].shape[1] == 10
+    s = call["settings"]
+    assert (s.select, s.standardize, s.max_iter, s.ties) == ("test", False, 1000, "larger")
+    assert s.grid == (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 1.0)
+    # the features are l2-normalised over time: 3 pooled steps per (channel, mel) row
+    norms = (call["train_crops"][0, 0].reshape(-1, 3) ** 2).sum(axis=1)
+    assert (norms > 0).any() and np.allclose(norms[norms > 0], 1.0, atol=1e-4)
+    # the test clips are the first 2 s: nine identical windows, then one a frame later
+    clips = call["test_clips"][0]
+    assert all((clips[k] == clips[0]).all() for k in range(9))
+    assert not (clips[9] == clips[0]).all()
+    label = "linear SVM 2s, reference protocol (C on test fold)"
+    assert label in result.output
+    out = tmp_path / "report.md"
+    report = run_cli(
+        "report", "--tracking-uri", store["uri"], "--pretrain-run", store["run_id"],
+        "--out", str(out),
+    )  # fmt: skip
+    assert report.exit_code == 0, report.output
+    esc = [line for line in out.read_text().splitlines() if line.startswith("| ESC50 | kinetics")]
+    assert any(f"| {label} |" in line for line in esc), esc
+    assert any("| linear SVM 2s, C by CV |" in line for line in esc), esc
+
+
+def test_the_latest_checkpoint_is_the_highest_step_not_the_last_name(tmp_path):
+    """checkpoint_step… sorts after checkpoint_epoch… by name; the step decides."""
+    from crisscross.platform.sources import latest_checkpoint
+
+    for name in (
+        "checkpoint_epoch0001_step000000010",
+        "checkpoint_step000000005",
+        "checkpoint_epoch0002_step000000020",
+        "checkpoint_step000000015",
+        "checkpoint_step000000030",  # partial: no state file
+    ):
+        (tmp_path / name).mkdir()
+        if not name.endswith("030"):
+            (tmp_path / name / STATE_FILE).write_bytes(b"")
+    assert latest_checkpoint(tmp_path).name == "checkpoint_epoch0002_step000000020"
+    (tmp_path / "checkpoint_step000000020").mkdir()
+    (tmp_path / "checkpoint_step000000020" / STATE_FILE).write_bytes(b"")
+    assert latest_checkpoint(tmp_path).name == "checkpoint_epoch0002_step000000020"  # a tie
+    (tmp_path / "checkpoint_step000000025").mkdir()
+    (tmp_path / "checkpoint_step000000025" / STATE_FILE).write_bytes(b"")
+    assert latest_checkpoint(tmp_path).name == "checkpoint_step000000025"
+    assert latest_checkpoint(tmp_path / "checkpoint_step000000005") is None

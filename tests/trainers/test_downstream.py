@@ -5,13 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
+from crisscross.config import FinetuneExperiment
 from crisscross.datasets.crops import RepeatedDraws
 from crisscross.datasets.manifest import build_manifest
 from crisscross.datasets.samples import AudioClipSample, VideoClipSample
 from crisscross.datasets.transforms import normalize
 from crisscross.models import Classifier, create_backbone, svm_features
 from crisscross.trainers.clips import average_clip_softmax, epoch_clips, worker_share
+from crisscross.trainers.finetune import FinetuneJob, build_classifier
 from crisscross.trainers.finetune import test_videos as run_test_videos
 from crisscross.trainers.svm import SvmSettings, averaged_scores, fit_svm_fold
 
@@ -69,6 +72,49 @@ def test_classifier_max_pools_and_starts_from_an_orthogonal_head():
         assert torch.allclose(model(x), expected)
 
 
+def test_head_dropout_sits_before_the_linear_layer_and_acts_only_in_training():
+    torch.manual_seed(0)
+    backbone = create_backbone("resnet18_audio", width=4)  # 32 pooled features
+    model = Classifier(backbone, classes=5, dropout=0.5)
+    assert [type(m) for m in model.children()] == [type(backbone), nn.Dropout, nn.Linear]
+    seen: dict[str, torch.Tensor] = {}
+    backbone.register_forward_hook(lambda m, i, out: seen.update(pooled=out))
+    model.head.register_forward_hook(lambda m, i, out: seen.update(head_in=i[0]))
+    x = torch.randn(8, 1, 40, 101)
+    with torch.no_grad():
+        model.train()
+        model(x)
+        pooled, head_in = seen["pooled"], seen["head_in"]
+        dropped = (head_in == 0) & (pooled != 0)
+        assert 0.3 < dropped.float().mean() < 0.7  # about half of 256 features zeroed
+        kept = ~dropped
+        assert torch.allclose(head_in[kept], 2 * pooled[kept])  # survivors scaled by 1 / (1 - p)
+        model.eval()
+        out = model(x)
+        assert torch.equal(seen["head_in"], seen["pooled"])  # no dropout at test time
+        assert torch.allclose(out, model(x))
+
+
+def test_no_dropout_layer_at_zero_and_the_same_state_dict_keys_either_way():
+    plain = Classifier(create_backbone("r2plus1d_18", width=4), classes=3)
+    assert plain.dropout is None
+    assert not any(isinstance(m, nn.Dropout) for m in plain.modules())
+    dropped = Classifier(create_backbone("r2plus1d_18", width=4), classes=3, dropout=0.1)
+    assert dropped.state_dict().keys() == plain.state_dict().keys()
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.0"):
+        Classifier(create_backbone("r2plus1d_18", width=4), classes=3, dropout=1.0)
+
+
+def test_build_classifier_takes_the_configs_dropout():
+    state = create_backbone("r2plus1d_18", width=4).state_dict()
+    for p in (0.0, 0.5):
+        config = FinetuneExperiment.model_validate({"model": {"dropout": p}})
+        job = FinetuneJob(config.model_dump(), 1, [], [], 3, state, "vid_tiny.pth.tar")
+        model = build_classifier(job, config)
+        assert (model.dropout.p if model.dropout is not None else 0.0) == p
+        assert torch.equal(model.backbone.state_dict()["conv1.0.weight"], state["conv1.0.weight"])
+
+
 def test_svm_features_are_4608_wide_for_a_2_second_clip_at_paper_width():
     backbone = create_backbone("resnet18_audio", width=64).eval()
     with torch.no_grad():
@@ -76,6 +122,54 @@ def test_svm_features_are_4608_wide_for_a_2_second_clip_at_paper_width():
         conv5 = backbone.forward_features(torch.randn(1, 1, 80, 201))
     assert out.shape == (2, 4608)
     assert conv5.shape == (1, 512, 3, 7)  # max pool (1, 3) stride (1, 2): 7 -> 3 frames
+
+
+def test_reference_svm_features_are_l2_normalised_over_time():
+    backbone = create_backbone("resnet18_audio", width=64).eval()
+    x = torch.randn(2, 1, 80, 201)
+    with torch.no_grad():
+        plain = svm_features(backbone, x).view(2, 512, 3, 3)
+        ours = svm_features(backbone, x, l2_time=True).view(2, 512, 3, 3)
+    alive = plain.norm(dim=-1) > 0  # a row of ReLU zeros stays zero
+    assert alive.float().mean() > 0.5
+    assert torch.allclose(ours.norm(dim=-1)[alive], torch.ones(int(alive.sum())), atol=1e-5)
+    assert (ours.norm(dim=-1)[~alive] == 0).all()
+    assert torch.allclose(ours * plain.norm(dim=-1, keepdim=True), plain, atol=1e-5)
+
+
+def test_reference_test_clips_are_the_first_two_seconds(synthetic):
+    """The reference trims each file to 2 s and takes 10 windows of 200 frames at the integer
+    parts of linspace(0, 1, 10): nine at frame 0, one at frame 1."""
+    from crisscross.datasets.decode import read_clip
+    from crisscross.datasets.transforms import log_mel
+
+    manifest = build_manifest("esc50", str(synthetic["esc50"])).manifest
+    row = manifest.usable().to_pylist()[0]
+    sample = AudioClipSample(n_mels=40, train=False, protocol="reference")
+    clips = sample(row, epoch=0, index=0)["audio"]
+    assert clips.shape == (10, 1, 40, 200)
+    _, (wave,) = read_clip(row["path"], audio_spans=[(0.0, 2.0)], sample_rate=16000)
+    whole = log_mel(torch.from_numpy(wave), n_mels=40).numpy()  # (1, 40, 201)
+    for k in range(9):
+        assert np.array_equal(clips[k], whole[..., 0:200])
+    assert np.array_equal(clips[9], whole[..., 1:201])
+
+
+def test_reference_ties_go_to_the_larger_c():
+    crops, labels = _blobs(np.random.default_rng(3), 6, spread=0.1)  # every C is perfect
+    common = {
+        "train_crops": crops,
+        "train_clips": crops,
+        "train_labels": labels,
+        "train_groups": np.tile(np.arange(2), 9),
+        "test_clips": crops,
+        "test_labels": labels,
+    }
+    grid = (1e-2, 1e-1, 1.0)
+    clean = fit_svm_fold(**common, settings=SvmSettings(grid=grid, select="test"))
+    ref = fit_svm_fold(**common, settings=SvmSettings(grid=grid, select="test", ties="larger"))
+    assert set(clean.scores.values()) == {1.0}
+    assert (clean.c, ref.c) == (1e-2, 1.0)
 
 
 def test_repeated_draws_differ_and_repeat(synthetic):
