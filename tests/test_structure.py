@@ -98,3 +98,33 @@ def test_stdlib_platform_works_from_the_repo_root():
     )
     assert proc.returncode == 0, proc.stderr
     assert not proc.stdout.strip().startswith(str(REPO))
+
+
+HEAVY = ("torch", "torchvision", "torchaudio", "ray", "mlflow", "av", "pyarrow", "sklearn")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["config", "validate", "experiments/pretext/kinetics_sound.yaml"]],
+    ids=["help", "config validate"],
+)
+def test_the_cli_starts_without_the_heavy_libraries(argv):
+    """`crisscross --help` and `config validate` import none of torch, Ray, MLflow, PyAV,
+    pyarrow, sklearn (the CLI start-up goal of issue 18; `crisscross bench cli` times it)."""
+    code = (
+        "import sys\n"
+        "from crisscross.platform.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit as exc:\n    assert exc.code in (0, None)\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
+
+
+def test_bench_cli_prints_the_three_commands(run_cli):
+    result = run_cli("bench", "cli", "--repeats", "1")
+    assert result.exit_code == 0, result.output
+    for name in ("python -c pass", "crisscross --help", "crisscross config validate"):
+        assert f"| {name} |" in result.output

@@ -1,63 +1,56 @@
-"""Encoders, heads, the CrissCross objective and weight import/export (torch only)."""
+"""Encoders, heads, the CrissCross objective and weight import/export (torch only).
 
-from crisscross.models.audio import AudioResNet18
-from crisscross.models.backbone import Backbone
-from crisscross.models.classifier import Classifier, svm_features
-from crisscross.models.crisscross import CrissCross
-from crisscross.models.factory import (
-    BACKBONES,
-    backbone_modality,
-    create_backbone,
-    list_backbones,
-)
-from crisscross.models.heads import predictor, projector
-from crisscross.models.objective import (
-    STATS,
-    TERMS,
-    LossWeights,
-    crisscross_loss,
-    embedding_stats,
-    negative_cosine,
-    pair_loss,
-)
-from crisscross.models.video import R2Plus1D
-from crisscross.models.weights import (
-    BackboneSpec,
-    WeightsError,
-    backbone_from_state,
-    detect_backbone,
-    load_backbone,
-    read_state_dict,
-    save_backbone,
-    submodule_state,
-)
+The names below are imported on first use (PEP 562), so that `crisscross.models.factory`, which
+the config schema reads for backbone names, does not import torch: the CLI starts in well under a
+second for `--help` and `config validate`.
+"""
 
-__all__ = [
-    "BACKBONES",
-    "STATS",
-    "TERMS",
-    "AudioResNet18",
-    "Backbone",
-    "BackboneSpec",
-    "Classifier",
-    "CrissCross",
-    "LossWeights",
-    "R2Plus1D",
-    "WeightsError",
-    "backbone_from_state",
-    "backbone_modality",
-    "create_backbone",
-    "crisscross_loss",
-    "detect_backbone",
-    "embedding_stats",
-    "list_backbones",
-    "load_backbone",
-    "negative_cosine",
-    "pair_loss",
-    "predictor",
-    "projector",
-    "read_state_dict",
-    "save_backbone",
-    "submodule_state",
-    "svm_features",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "AudioResNet18": "audio",
+    "Backbone": "backbone",
+    "Classifier": "classifier",
+    "svm_features": "classifier",
+    "CrissCross": "crisscross",
+    "BACKBONES": "factory",
+    "backbone_modality": "factory",
+    "create_backbone": "factory",
+    "list_backbones": "factory",
+    "predictor": "heads",
+    "projector": "heads",
+    "STATS": "objective",
+    "TERMS": "objective",
+    "LossWeights": "objective",
+    "crisscross_loss": "objective",
+    "embedding_stats": "objective",
+    "negative_cosine": "objective",
+    "pair_loss": "objective",
+    "R2Plus1D": "video",
+    "BackboneSpec": "weights",
+    "WeightsError": "weights",
+    "backbone_from_state": "weights",
+    "detect_backbone": "weights",
+    "load_backbone": "weights",
+    "read_state_dict": "weights",
+    "save_backbone": "weights",
+    "submodule_state": "weights",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'crisscross.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"crisscross.models.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))

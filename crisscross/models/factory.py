@@ -1,32 +1,46 @@
-"""The backbone registry and its named factories."""
+"""The backbone registry and its named factories.
+
+Torch-free to import: each factory imports its module when called, so that the config schema
+can list and check backbone names without loading torch.
+"""
 
 from __future__ import annotations
 
-from crisscross.models.audio import AudioResNet18
-from crisscross.models.backbone import Backbone, Pool
+from typing import TYPE_CHECKING
+
 from crisscross.models.registry import Registry
-from crisscross.models.video import R2Plus1D
+
+if TYPE_CHECKING:
+    from crisscross.models.backbone import Backbone, Pool
 
 BACKBONES: Registry[Backbone] = Registry("backbone")
 
 
 @BACKBONES.register("r2plus1d_10", modality="video", depth=10)
 def r2plus1d_10(*, width: int = 64, pool: Pool = "avg") -> Backbone:
+    from crisscross.models.video import R2Plus1D
+
     return R2Plus1D(depth=10, width=width, pool=pool)
 
 
 @BACKBONES.register("r2plus1d_18", modality="video", depth=18)
 def r2plus1d_18(*, width: int = 64, pool: Pool = "avg") -> Backbone:
+    from crisscross.models.video import R2Plus1D
+
     return R2Plus1D(depth=18, width=width, pool=pool)
 
 
 @BACKBONES.register("r2plus1d_34", modality="video", depth=34)
 def r2plus1d_34(*, width: int = 64, pool: Pool = "avg") -> Backbone:
+    from crisscross.models.video import R2Plus1D
+
     return R2Plus1D(depth=34, width=width, pool=pool)
 
 
 @BACKBONES.register("resnet18_audio", modality="audio", depth=18)
 def resnet18_audio(*, width: int = 64, pool: Pool = "avg") -> Backbone:
+    from crisscross.models.audio import AudioResNet18
+
     return AudioResNet18(width=width, pool=pool)
 
 

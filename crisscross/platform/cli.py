@@ -54,3 +54,7 @@ for command in (
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
     cli.main(args=list(argv) if argv is not None else sys.argv[1:], prog_name="crisscross")
+
+
+if __name__ == "__main__":
+    main()

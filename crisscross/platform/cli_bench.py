@@ -404,6 +404,20 @@ def bench_feed(
     )
 
 
+@bench.command("cli")
+@click.option("--repeats", default=5, show_default=True, type=click.IntRange(min=1))
+def bench_cli(repeats: int) -> None:
+    """Start-up time of `crisscross --help` and `config validate` beside `python -c pass`."""
+    from crisscross.platform.bench_cli import cli_commands, cli_table, time_commands
+
+    experiment = Path(EXPERIMENTS) / "pretext" / "kinetics_sound.yaml"
+    try:
+        times = time_commands(cli_commands(experiment), repeats=repeats)
+    except RuntimeError as exc:
+        raise BadInput(str(exc)) from None
+    click.echo(cli_table(times))
+
+
 def require_device(device: str) -> None:
     import torch
 

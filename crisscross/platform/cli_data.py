@@ -1,4 +1,8 @@
-"""Data commands: `synth`, `manifest` and `prepare` (`bench data` is in cli_bench)."""
+"""Data commands: `synth`, `manifest` and `prepare` (`bench data` is in cli_bench).
+
+The data modules (PyAV, Ray, torch) are imported inside the commands, so that `--help` starts
+fast; the choices they own are read when a command needs them (LazyChoice).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,28 @@ import time
 
 import click
 
-from crisscross.datasets.layouts import LAYOUTS, LayoutError
-from crisscross.datasets.manifest import build_manifest, summary
-from crisscross.datasets.prepare import (
-    VIDEO_FORMATS,
-    NotEnoughSpaceError,
-    PrepareSpec,
-    prepare_dataset,
-)
-from crisscross.datasets.synth import CONTENTS, SynthSpec, synthesize
-from crisscross.platform.clickutil import BadInput
+from crisscross.platform.clickutil import BadInput, LazyChoice
 
-DATASET = click.Choice(LAYOUTS.names())
+
+def _layouts() -> list[str]:
+    from crisscross.datasets.layouts import LAYOUTS
+
+    return LAYOUTS.names()
+
+
+def _contents() -> tuple[str, ...]:
+    from crisscross.datasets.synth import CONTENTS
+
+    return CONTENTS
+
+
+def _video_formats() -> tuple[str, ...]:
+    from crisscross.datasets.prepare import VIDEO_FORMATS
+
+    return VIDEO_FORMATS
+
+
+DATASET = LazyChoice(_layouts)
 
 
 @click.command()
@@ -29,7 +43,7 @@ DATASET = click.Choice(LAYOUTS.names())
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
     "--content",
-    type=click.Choice(CONTENTS),
+    type=LazyChoice(_contents),
     default="motion",
     show_default=True,
     help="motion: only the motion and the sound in step with it carry the class (at most 4 "
@@ -45,6 +59,8 @@ def synth(
     content: str,
 ) -> None:
     """Write a small synthetic DATASET of real encoded files in its on-disk layout under OUT."""
+    from crisscross.datasets.synth import SynthSpec, synthesize
+
     seconds = seconds or (5.0 if dataset == "esc50" else 4.0)
     start = time.perf_counter()
     try:
@@ -76,6 +92,9 @@ def manifest(
 
     Files whose size and modification time did not change keep their earlier probe.
     """
+    from crisscross.datasets.layouts import LayoutError
+    from crisscross.datasets.manifest import build_manifest, summary
+
     start = time.perf_counter()
     try:
         report = build_manifest(
@@ -106,7 +125,7 @@ def manifest(
 @click.option("--keyframe-every", default=0.5, show_default=True, type=click.FloatRange(min=0.04))
 @click.option(
     "--video-format",
-    type=click.Choice(VIDEO_FORMATS),
+    type=LazyChoice(_video_formats),
     default="h264",
     show_default=True,
     help="h264: small files to decode; frames: decoded uint8 frames, no decoding when read "
@@ -131,6 +150,10 @@ def prepare(
     KEYFRAME_EVERY seconds or as decoded frames (--video-format frames); audio: 16 kHz mono
     int16 .npy. Runs as Ray tasks; run it again to resume.
     """
+    from crisscross.datasets.layouts import LayoutError
+    from crisscross.datasets.manifest import summary
+    from crisscross.datasets.prepare import NotEnoughSpaceError, PrepareSpec, prepare_dataset
+
     spec = PrepareSpec(
         short_side=short_side, fps=fps, keyframe_every=keyframe_every, video_format=video_format
     )

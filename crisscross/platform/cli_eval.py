@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from crisscross.config import ExperimentConfig, FinetuneExperiment, ProbeExperiment, SvmExperiment
 from crisscross.platform.clickutil import SET_OPTION, as_exit_status, load_experiment
-from crisscross.platform.evaluation import TITLES, EvalOutcome
-from crisscross.platform.finetune import run_finetune
-from crisscross.platform.frozen import run_probe, run_svm
-from crisscross.platform.report import write_report
-from crisscross.platform.tracking import tracking_uri
+
+if TYPE_CHECKING:
+    from crisscross.platform.evaluation import EvalOutcome
 
 SOURCE_HELP = (
     "Weights to evaluate: a released file (vid_/aud_crisscross_*.pth.tar), the MLflow run id of "
@@ -47,11 +45,17 @@ def _extra(root: str | None, workers: int | None) -> dict[str, Any]:
     return extra
 
 
+def _titles() -> dict[str, str]:
+    from crisscross.platform.evaluation import TITLES
+
+    return TITLES
+
+
 def summary(outcome: EvalOutcome) -> str:
     folds = ", ".join(f"{k}: {100 * v:.1f}" for k, v in outcome.per_fold.items())
     spread = f" ± {100 * outcome.std:.1f}" if len(outcome.per_fold) > 1 else ""
     lines = [
-        f"{TITLES[outcome.dataset]} {outcome.protocol} of {outcome.pretrain_label}: top-1 "
+        f"{_titles()[outcome.dataset]} {outcome.protocol} of {outcome.pretrain_label}: top-1 "
         f"{100 * outcome.mean:.1f}{spread} % over {len(outcome.per_fold)} split(s) ({folds})",
     ]
     if "best_mean" in outcome.extra:
@@ -72,6 +76,8 @@ def finetune(experiment, source, fold, root, workers, sets) -> None:
     split a Ray Train run, softmax averaged over the test clips, tracked in one MLflow run."""
     config = load_experiment(experiment, sets, _extra(root, workers), schema=FinetuneExperiment)
     with as_exit_status():
+        from crisscross.platform.finetune import run_finetune
+
         outcome = run_finetune(config, source=source, folds=fold, say=click.echo)
     click.echo(summary(outcome))
 
@@ -96,6 +102,8 @@ def svm(experiment, source, fold, root, workers, sets, choose_c_on_test, protoco
     extra |= {"svm.protocol": protocol} if protocol else {}
     config = load_experiment(experiment, sets, extra, schema=SvmExperiment)
     with as_exit_status():
+        from crisscross.platform.frozen import run_svm
+
         outcome = run_svm(config, source=source, folds=fold, say=click.echo)
     click.echo(summary(outcome))
 
@@ -107,6 +115,8 @@ def probe(experiment, source, fold, root, workers, sets) -> None:
     audio on ESC-50."""
     config = load_experiment(experiment, sets, _extra(root, workers), schema=ProbeExperiment)
     with as_exit_status():
+        from crisscross.platform.frozen import run_probe
+
         outcome = run_probe(config, source=source, folds=fold, say=click.echo)
     click.echo(summary(outcome))
 
@@ -141,6 +151,9 @@ def report(
 ) -> None:
     """Print and write the results table (pretraining x downstream dataset, top-1 mean over
     splits, protocol named) from MLflow, and log it as an artifact."""
+    from crisscross.platform.report import write_report
+    from crisscross.platform.tracking import tracking_uri
+
     uri = uri or tracking_uri(ExperimentConfig())
     text, path, run_id = write_report(
         uri, pretrain_runs=pretrain_runs, out=Path(out), experiment=experiment, paper=not no_paper

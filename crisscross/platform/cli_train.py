@@ -1,22 +1,21 @@
-"""Training commands: `pretrain` and `quickstart` (`bench train` is in cli_bench)."""
+"""Training commands: `pretrain` and `quickstart` (`bench train` is in cli_bench).
+
+The jobs (torch, Ray, MLflow) are imported inside the commands, so that `--help` starts fast.
+"""
 
 from __future__ import annotations
 
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from crisscross.platform.clickutil import SET_OPTION, BadInput, as_exit_status, load_experiment
-from crisscross.platform.pretrain import (
-    Outcome,
-    PretrainError,
-    resume_target,
-    run_pretrain,
-)
-from crisscross.platform.quickstart import run_quickstart
+
+if TYPE_CHECKING:
+    from crisscross.platform.pretrain import Outcome
 
 
 @click.command()
@@ -49,6 +48,8 @@ def pretrain(
         extra["run.workers"] = workers
     with tempfile.TemporaryDirectory(prefix="crisscross-resume-") as scratch:
         if resume_run:
+            from crisscross.platform.pretrain import PretrainError, resume_target
+
             try:
                 saved, where = resume_target(resume_run, scratch)
             except PretrainError as exc:
@@ -59,6 +60,8 @@ def pretrain(
             raise BadInput("give an EXPERIMENT file (or --resume RUN_ID)")
         config = load_experiment(experiment, sets, extra)
     with as_exit_status():
+        from crisscross.platform.pretrain import run_pretrain
+
         outcome = run_pretrain(config, say=click.echo)
     click.echo(report(outcome))
 
@@ -79,6 +82,8 @@ def quickstart(workdir: str) -> None:
 
     start = time.perf_counter()
     with as_exit_status():
+        from crisscross.platform.quickstart import run_quickstart
+
         result = run_quickstart(Path(workdir), say=click.echo)
     click.echo(report(result.pretrain))
     for outcome in result.evaluations:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -13,6 +13,27 @@ from crisscross.config.loading import parse_overrides
 from crisscross.config.schema import Section
 
 C = TypeVar("C", bound=Section)
+
+
+class LazyChoice(click.Choice):
+    """A click.Choice whose choices come from `load()` when first needed (a subcommand's help or
+    its parsing), so that the module that owns them, and what it imports, is not loaded just to
+    build the command line."""
+
+    def __init__(self, load: Callable[[], Sequence[str]], case_sensitive: bool = True) -> None:
+        self._load = load
+        self._choices: tuple[str, ...] | None = None
+        self.case_sensitive = case_sensitive
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        if self._choices is None:
+            self._choices = tuple(self._load())
+        return self._choices
+
+    @choices.setter
+    def choices(self, value: Sequence[str]) -> None:
+        self._choices = tuple(value)
 
 
 class BadInput(click.ClickException):
