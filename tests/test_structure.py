@@ -128,3 +128,24 @@ def test_bench_cli_prints_the_three_commands(run_cli):
     assert result.exit_code == 0, result.output
     for name in ("python -c pass", "crisscross --help", "crisscross config validate"):
         assert f"| {name} |" in result.output
+
+
+def test_the_shipped_experiments_are_package_data():
+    """A non-editable install (the cluster's nodes) finds the specs through the package: they
+    live in crisscross/experiments, pyproject ships every one, ./experiments links to them."""
+    import fnmatch
+    import tomllib
+
+    from crisscross.platform.storage import EXPERIMENTS
+
+    package = REPO / "crisscross"
+    assert package / "experiments" == EXPERIMENTS and EXPERIMENTS.is_dir()
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["crisscross"]
+    shipped = sorted(EXPERIMENTS.rglob("*.yaml"))
+    assert len(shipped) >= 20
+    for path in shipped:
+        rel = path.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(rel, p) for p in patterns), rel
+    assert (REPO / "experiments").resolve() == EXPERIMENTS

@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 STORAGE_ENV = "CRISSCROSS_STORAGE"
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"  # the specs shipped in the repo
+# the shipped specs: package data, so that a non-editable install (as on cluster nodes) has them
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 def is_uri(path: str) -> bool:
