@@ -6,6 +6,7 @@ infinities and NaN, and out-of-range values.
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -16,6 +17,12 @@ from crisscross.models.factory import BACKBONES, backbone_modality
 SamplingMode = Literal["overlapped", "same_timestamp", "adjacent", "random", "far_apart"]
 PretextDataset = Literal["kinetics_sound", "kinetics400", "audioset"]
 Unit = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+# Marks a key that says how a run runs, not what it computes: a resumed run may change it, and a
+# sweep holds it the same for every trial (set under `set:`, never searched). On a section field,
+# every key of the section.
+HOW = {"how": True}
 
 
 class Section(BaseModel):
@@ -110,9 +117,9 @@ class LossConfig(Section):
 class DataConfig(Section):
     dataset: PretextDataset = "kinetics_sound"
     """Pretraining dataset layout: kinetics_sound, kinetics400 or audioset."""
-    root: str | None = None
+    root: str | None = Field(None, json_schema_extra=HOW)
     """Dataset root folder or filesystem URI (s3://...); may also be given on the command line."""
-    manifest: str | None = None
+    manifest: str | None = Field(None, json_schema_extra=HOW)
     """Manifest to read (Parquet); unset means <root>/crisscross_manifest_<dataset>.parquet."""
     classes_file: str | None = None
     """Kinetics-Sound only: a file of class names replacing the shipped list."""
@@ -135,15 +142,15 @@ class DataConfig(Section):
     """Mel bins of the log-mel spectrogram."""
     short_side: int = Field(128, ge=16)
     """Frames are resized to this short side while decoding; the crop is taken from them."""
-    decode_workers: int = Field(2, ge=1)
+    decode_workers: int = Field(2, ge=1, json_schema_extra=HOW)
     """Ray Data decode actors feeding each training worker (augment_on: what else they do)."""
-    decode_cpus: float = Field(1.0, gt=0.0)
+    decode_cpus: float = Field(1.0, gt=0.0, json_schema_extra=HOW)
     """CPUs reserved per decode actor."""
-    decode_memory_mb: int | None = Field(None, ge=64)
+    decode_memory_mb: int | None = Field(None, ge=64, json_schema_extra=HOW)
     """Memory reserved per decode actor, in MiB (unset: no reservation)."""
-    rows_per_task: int = Field(8, ge=1)
+    rows_per_task: int = Field(8, ge=1, json_schema_extra=HOW)
     """Samples per decode task."""
-    decode_threads: int = Field(1, ge=1)
+    decode_threads: int = Field(1, ge=1, json_schema_extra=HOW)
     """FFmpeg threads per decode; 1 keeps many actors from oversubscribing the CPUs."""
     augment_on: Literal["device", "decode"] = "device"
     """Where the colour jitter, blur, cutout and audio log-mel and its augmentations run:
@@ -253,32 +260,32 @@ class RunConfig(Section):
     """Run name shown in MLflow and the Ray dashboard."""
     seed: int = Field(0, ge=0)
     """Seed of every random draw (weights, sampling, augmentation)."""
-    workers: int = Field(1, ge=1)
+    workers: int = Field(1, ge=1, json_schema_extra=HOW)
     """Ray Train workers (one per GPU on a GPU cluster)."""
-    use_gpu: bool = False
+    use_gpu: bool = Field(False, json_schema_extra=HOW)
     """Train on GPUs (NCCL); on CPUs workers use gloo."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Mixed precision: auto is bf16 autocast on GPU and fp32 on CPU."""
-    channels_last: bool | Literal["auto"] = "auto"
+    channels_last: bool | Literal["auto"] = Field("auto", json_schema_extra=HOW)
     """Channels-last weights and inputs (channels_last_3d for video); auto: on GPU only."""
-    compile: bool = False
+    compile: bool = Field(False, json_schema_extra=HOW)
     """torch.compile the model (the first steps compile); see `crisscross bench train --device`."""
-    fused_optimizer: bool | Literal["auto"] = "auto"
+    fused_optimizer: bool | Literal["auto"] = Field("auto", json_schema_extra=HOW)
     """Adam's fused kernel; auto: on GPU only."""
     output_dir: str = Field("runs", min_length=1)
     """Where checkpoints and exported weights go: a folder or a shared-storage URI."""
-    cpus_per_worker: float = Field(1.0, gt=0.0)
+    cpus_per_worker: float = Field(1.0, gt=0.0, json_schema_extra=HOW)
     """CPUs reserved per training worker (the decode actors reserve their own)."""
-    checkpoint_every: int = Field(0, ge=0)
+    checkpoint_every: int = Field(0, ge=0, json_schema_extra=HOW)
     """Also checkpoint every this many steps (0: only at the end of each epoch)."""
-    keep_checkpoints: int = Field(3, ge=1)
+    keep_checkpoints: int = Field(3, ge=1, json_schema_extra=HOW)
     """How many of the latest checkpoints to keep in the run's storage."""
-    max_failures: int = Field(0, ge=-1)
+    max_failures: int = Field(0, ge=-1, json_schema_extra=HOW)
     """Worker-group restarts from the last checkpoint after a worker dies (-1: no limit)."""
-    deterministic: bool = False
+    deterministic: bool = Field(False, json_schema_extra=HOW)
     """Same batches in the same order on every run: Ray Data keeps the epoch's row order, at
     some cost in decode overlap (seeds already fix the order, windows and augmentations)."""
-    progress_seconds: float = Field(30.0, gt=0.0)
+    progress_seconds: float = Field(30.0, gt=0.0, json_schema_extra=HOW)
     """Seconds between progress lines inside an epoch (an epoch always ends with one)."""
 
 
@@ -322,8 +329,8 @@ class ExperimentConfig(Section):
     augment: AugmentConfig = AugmentConfig()
     optim: OptimConfig = OptimConfig()
     run: RunConfig = RunConfig()
-    tracking: TrackingConfig = TrackingConfig()
-    monitor: MonitorConfig = MonitorConfig()
+    tracking: TrackingConfig = Field(TrackingConfig(), json_schema_extra=HOW)
+    monitor: MonitorConfig = Field(MonitorConfig(), json_schema_extra=HOW)
 
     @model_validator(mode="after")
     def _batch_splits(self) -> ExperimentConfig:
@@ -335,3 +342,23 @@ class ExperimentConfig(Section):
                 {"batch": batch, "workers": workers, "key": "optim.batch_size"},
             )
         return self
+
+
+@functools.cache
+def how_keys(model: type[BaseModel] = ExperimentConfig, prefix: str = "") -> tuple[str, ...]:
+    """The dotted keys marked HOW ("run.workers"), a marked section as its prefix ("tracking.")."""
+    keys: list[str] = []
+    for name, info in model.model_fields.items():
+        key = prefix + (info.alias or name)
+        section = info.annotation if isinstance(info.annotation, type) else None
+        is_section = section is not None and issubclass(section, Section)
+        if (info.json_schema_extra or {}).get("how"):
+            keys.append(key + "." if is_section else key)
+        elif is_section:
+            keys += how_keys(section, key + ".")
+    return tuple(keys)
+
+
+def runs_how(key: str) -> bool:
+    """Whether a dotted key says how a run runs (HOW), not what it computes."""
+    return any(key.startswith(k) if k.endswith(".") else key == k for k in how_keys())

@@ -314,17 +314,21 @@ _NPY_HEADERS: dict[tuple[str, int], tuple[tuple[int, ...], np.dtype, int]] = {}
 
 
 def read_npy_audio(uri: str, start: float, seconds: float, *, sample_rate: int) -> np.ndarray:
-    """Like `read_audio`, from a prepared int16 .npy at `sample_rate`, by a range read only."""
+    """Like `read_audio`, from a prepared int16 .npy at `sample_rate`, by a range read only;
+    DecodeError (the file and the reason) for a missing or unreadable file, as for media."""
     fs, path = resolve(uri)
     want = round(seconds * sample_rate)
     skip = round(start * sample_rate)
-    with fs.open_input_file(path) as handle:
-        shape, dtype, base = _open_npy(handle, uri)
-        total = shape[0]
-        first = min(max(skip, 0), total)
-        count = max(0, min(total, skip + want) - first)
-        handle.seek(base + first * dtype.itemsize)
-        raw = np.frombuffer(handle.read(count * dtype.itemsize), dtype=dtype)
+    try:
+        with fs.open_input_file(path) as handle:
+            shape, dtype, base = _open_npy(handle, uri)
+            total = shape[0]
+            first = min(max(skip, 0), total)
+            count = max(0, min(total, skip + want) - first)
+            handle.seek(base + first * dtype.itemsize)
+            raw = np.frombuffer(handle.read(count * dtype.itemsize), dtype=dtype)
+    except (OSError, ValueError, IndexError) as exc:  # missing, cut short, not an array file
+        raise DecodeError(f"{uri}: {type(exc).__name__}: {exc}") from exc
     audio = raw.astype(np.float32) / 32768.0
     return _fit(audio, min(skip, 0), want)
 

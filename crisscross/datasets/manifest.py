@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from crisscross.datasets.fs import Tree, join, resolve
+from crisscross.datasets.fs import Tree, atomic_output, join, resolve
 from crisscross.datasets.layouts import create_layout
 from crisscross.datasets.layouts.base import Entry
 from crisscross.datasets.probe import FACTS, judge, probe, usable_seconds
@@ -176,9 +176,8 @@ def write_manifest(manifest: Manifest, path: str) -> None:
         "min_seconds": manifest.min_seconds,
     }
     table = manifest.table.replace_schema_metadata({"crisscross": json.dumps(meta)})
-    fs, inner = resolve(path)
-    fs.create_dir(inner.rpartition("/")[0] or "/", recursive=True)
-    pq.write_table(table, inner, filesystem=fs)
+    with atomic_output(path) as stream:  # a crash mid-write keeps the previous manifest
+        pq.write_table(table, stream)
 
 
 def read_manifest(path: str) -> Manifest:
@@ -193,8 +192,14 @@ def read_manifest(path: str) -> Manifest:
         raise ValueError(
             f"{path}: a Parquet file, but not a crisscross manifest (no dataset metadata)"
         )
-    meta = json.loads(raw)
-    return Manifest(table, meta["dataset"], meta["root"], meta["classes"], meta["min_seconds"])
+    try:
+        meta = json.loads(raw)
+        return Manifest(table, meta["dataset"], meta["root"], meta["classes"], meta["min_seconds"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(
+            f"{path}: a Parquet file with damaged crisscross metadata ({type(exc).__name__}: "
+            f"{exc}); build the manifest again (crisscross data manifest)"
+        ) from None
 
 
 def _cached_facts(path: str, dataset: str, root: str) -> dict[tuple, dict[str, Any]]:

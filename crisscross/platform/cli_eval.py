@@ -65,7 +65,9 @@ def summary(outcome: EvalOutcome) -> str:
         )
     if "knn_mean" in outcome.extra:
         lines.append(f"  kNN top-1: {100 * outcome.extra['knn_mean']:.1f} %")
-    lines.append(f"  MLflow run {outcome.run_id} in {outcome.uri}")
+    from crisscross.platform.redact import redact
+
+    lines.append(f"  MLflow run {outcome.run_id} in {redact(outcome.uri)}")
     return "\n".join(lines)
 
 

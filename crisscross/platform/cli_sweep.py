@@ -43,6 +43,8 @@ def sweep(sweep_file: str, resume: bool, sets: tuple[str, ...]) -> None:
     if outcome.best is None:
         raise RunFailed(f"no trial produced a score; see {outcome.folder}/trials.csv ({took})")
     best = outcome.best
+    from crisscross.platform.redact import redact
+
     click.echo(
         f"best: {best.name} ({plan.sweep.search.metric} {best.score:.4f}"
         + "".join(f", {k} top-1 {v:.4f}" for k, v in best.final.items())
@@ -50,5 +52,5 @@ def sweep(sweep_file: str, resume: bool, sets: tuple[str, ...]) -> None:
         f"  best config: {outcome.best_yaml}  (run it: crisscross pretrain {outcome.best_yaml})\n"
         f"  plots and table: {', '.join(str(p) for p in outcome.artifacts[:-1])}\n"
         f"  MLflow parent run {outcome.parent_run_id}: "
-        f"mlflow ui --backend-store-uri {outcome.uri}\n{took}"
+        f"mlflow ui --backend-store-uri {redact(outcome.uri)}\n{took}"
     )

@@ -117,6 +117,7 @@ def report(outcome: Outcome) -> str:
             against.append(f"chance {outcome.baseline[f'chance/{name}']:.3f}")
         tail = f" ({', '.join(against)})" if against else ""
         lines.append(f"  {title} {name}: {before:.3f} before -> {after:.3f} after training{tail}")
-    uri = outcome.tracking_uri
-    lines.append(f"  browse: mlflow ui --backend-store-uri {uri}")
+    from crisscross.platform.redact import redact
+
+    lines.append(f"  browse: mlflow ui --backend-store-uri {redact(outcome.tracking_uri)}")
     return "\n".join(lines)

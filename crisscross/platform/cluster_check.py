@@ -1,10 +1,11 @@
 """`crisscross cluster check cluster.yaml`: Ray's own schema, then the project's security rules.
 
 Rules: nothing but SSH reachable from outside the cluster (no security-group rule opens another
-port to an address range); Ray token authentication on for every node (RAY_AUTH_MODE=token, the
-token file copied from ~/.ray/auth_token, never written into the file); no credentials in the
-file; the MLflow server bound to the private address; the pinned Ray image and this package on
-every node; the shared storage named exactly once.
+port, or every protocol, to an address range or a prefix list); neither the Ray dashboard nor the
+MLflow server listening on every interface; Ray token authentication on for every node
+(RAY_AUTH_MODE=token, the token file copied from ~/.ray/auth_token, never written into the
+file); no credentials in the file; the pinned Ray image and this package on every node; the
+shared storage named exactly once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 import yaml
 
 RAY_IMAGE = re.compile(r"^rayproject/ray:2\.60\.\d+-py311-(cpu|gpu|cu\d+)$")
-OPEN_TO_ALL = ("0.0.0.0/0", "::/0")
 SECRET_PATTERNS = (
     (re.compile(r"AKIA[0-9A-Z]{16}"), "an AWS access key id"),
     (re.compile(r"aws_secret_access_key|aws_session_token", re.I), "AWS keys"),
@@ -63,20 +63,50 @@ def _commands(config: dict[str, Any]) -> dict[str, list[str]]:
     return found
 
 
+def _rule_problem(rule: dict[str, Any]) -> str | None:
+    """What an inbound rule opens beyond SSH to addresses outside the cluster, or None."""
+    sources = [r.get("CidrIp") for r in rule.get("IpRanges") or []]
+    sources += [r.get("CidrIpv6") for r in rule.get("Ipv6Ranges") or []]
+    sources += [f"prefix list {p.get('PrefixListId')}" for p in rule.get("PrefixListIds") or []]
+    if not sources:
+        return None
+    protocol = str(rule.get("IpProtocol", "tcp")).lower()
+    ports = (rule.get("FromPort"), rule.get("ToPort"))
+    if protocol in ("-1", "all"):  # AWS ignores the ports: every protocol, every port
+        opened = "every protocol and port"
+    elif protocol in ("tcp", "6") and ports == (22, 22):
+        return None
+    else:
+        named = "" if protocol in ("tcp", "6") else f"{protocol} "
+        opened = f"{named}ports {ports[0]}-{ports[1]}"
+    return (
+        f"provider.security_group.IpPermissions opens {opened} to {', '.join(map(str, sources))}"
+        ": only SSH (22) may be reachable from outside; reach the dashboard and MLflow through "
+        "an SSH tunnel"
+    )
+
+
+def _wildcard_binds(command: str) -> list[str]:
+    """The servers in `command` told to listen on every interface."""
+    from crisscross.platform.tracking_server import listens_everywhere
+
+    found = []
+    for what, pattern in (
+        ("the MLflow server", r"mlflow\s+(?:server|ui)\b.*?--host(?:\s*=\s*|\s+)(\S*)"),
+        ("the Ray dashboard", r"ray\s+start\b.*?--dashboard-host(?:\s*=\s*|\s+)(\S*)"),
+    ):
+        for match in re.finditer(pattern, command, re.S):
+            if listens_everywhere(match.group(1).strip("'\"")):
+                found.append(what)
+    return found
+
+
 def exposure_problems(config: dict[str, Any]) -> list[str]:
-    """Security-group rules reachable from outside the cluster: SSH only."""
+    """Security-group rules reachable from outside the cluster: SSH only; servers on the
+    nodes bound to a private or loopback address."""
     problems = []
     rules = (config.get("provider") or {}).get("security_group", {}).get("IpPermissions") or []
-    for rule in rules:
-        ranges = [r.get("CidrIp") for r in rule.get("IpRanges") or []]
-        ranges += [r.get("CidrIpv6") for r in rule.get("Ipv6Ranges") or []]
-        ports = (rule.get("FromPort"), rule.get("ToPort"))
-        if ranges and ports != (22, 22):
-            problems.append(
-                f"provider.security_group.IpPermissions opens ports {ports[0]}-{ports[1]} to "
-                f"{', '.join(map(str, ranges))}: only SSH (22) may be reachable from outside; "
-                "reach the dashboard and MLflow through an SSH tunnel"
-            )
+    problems += [p for p in map(_rule_problem, rules) if p]
     for name, node in (config.get("available_node_types") or {}).items():
         if (node.get("node_config") or {}).get("SecurityGroupIds"):
             problems.append(
@@ -85,8 +115,11 @@ def exposure_problems(config: dict[str, Any]) -> list[str]:
             )
     for key, commands in _commands(config).items():
         for command in commands:
-            if re.search(r"mlflow\s+(server|ui)\b.*--host[ =]+(0\.0\.0\.0|::)\b", command):
-                problems.append(f"{key}: the MLflow server listens on every interface")
+            problems += [
+                f"{key}: {what} listens on every interface; bind it to the node's private "
+                "address (MLflow) or 127.0.0.1 (the dashboard) and use an SSH tunnel"
+                for what in _wildcard_binds(command)
+            ]
     return problems
 
 

@@ -16,10 +16,11 @@ from mlflow.tracking import MlflowClient
 
 import crisscross
 from crisscross.config import dump_config
-from crisscross.datasets.layouts import LayoutError
+from crisscross.datasets.layouts import FOLDS, MODALITY, TITLES, LayoutError
 from crisscross.datasets.manifest import Manifest, build_manifest, summary
 from crisscross.models import WeightsError
 from crisscross.platform.pretrain import git_commit, uri_exists
+from crisscross.platform.redact import public_config
 from crisscross.platform.sources import Pretrained, SourceError, resolve_pretrained
 from crisscross.platform.storage import absolute
 from crisscross.platform.tracking import (
@@ -31,9 +32,6 @@ from crisscross.platform.tracking import (
     tracking_uri,
 )
 
-FOLDS = {"ucf101": (1, 2, 3), "hmdb51": (1, 2, 3), "esc50": (1, 2, 3, 4, 5)}
-MODALITY = {"ucf101": "video", "hmdb51": "video", "esc50": "audio"}
-TITLES = {"ucf101": "UCF101", "hmdb51": "HMDB51", "esc50": "ESC50"}
 ROW_COLUMNS = ["path", "label", "duration", "fold", "fold1", "fold2", "fold3"]
 
 
@@ -205,7 +203,7 @@ def open_eval_run(
         tags | (extra_tags or {}),
     )
     out = EvalRun(client, run.info.run_id, uri)
-    out.log_artifact_text("config.yaml", dump_config(config))
+    out.log_artifact_text("config.yaml", dump_config(public_config(config)))
     return out
 
 

@@ -46,26 +46,11 @@ def run_finetune(
     uri = checked_tracking(config)
     manifest = labelled_set(d.dataset, d.root, say)
     splits = {fold: fold_rows(manifest, d.dataset, fold) for fold in chosen}
-    for fold, (train, _) in splits.items():
-        samples = len(train) * d.clips_per_video
-        if samples < config.optim.batch_size:
-            raise EvalError(
-                f"optim.batch_size {config.optim.batch_size} is larger than split {fold}'s epoch "
-                f"({len(train)} videos x {d.clips_per_video} clips = {samples}): lower it"
-            )
+    _check_epochs(config, splits)
     with tempfile.TemporaryDirectory(prefix="crisscross-weights-") as scratch:
         pretrained = pretrained_weights(source, modality="video", uri=uri, scratch=scratch)
     check_backbone(pretrained, config, modality="video", command="finetune")
-    local, dashboard = connect_ray()
-    if dashboard:
-        say(f"Ray dashboard: {dashboard}")
-    cpus = ray.cluster_resources().get("CPU", 0.0)
-    need = r.workers * r.cpus_per_worker
-    if local and need > cpus:
-        raise EvalError(
-            f"run.workers {r.workers} x run.cpus_per_worker {r.cpus_per_worker} needs {need:g} "
-            f"CPUs; this Ray cluster has {cpus:g}"
-        )
+    cpus = _cluster_cpus(config, say)
     run = open_eval_run(
         uri,
         config,
@@ -75,7 +60,7 @@ def run_finetune(
         pretrained=pretrained,
         folds=chosen,
     )
-    side_by_side = len(chosen) > 1 and need * len(chosen) <= cpus
+    side_by_side = len(chosen) > 1 and r.workers * r.cpus_per_worker * len(chosen) <= cpus
     say(
         f"fine-tuning {TITLES[d.dataset]} split(s) {', '.join(map(str, chosen))} "
         f"({'side by side' if side_by_side else 'one after another'}) from {pretrained.where}; "
@@ -94,20 +79,62 @@ def run_finetune(
         )
         for fold, (train, test) in splits.items()
     ]
-    storage = output_location(r.output_dir)
+    per_fold, best = _fit_all(run, jobs, manifest.classes, config, side_by_side=side_by_side)
+    return _conclude(run, config, dict(sorted(per_fold.items())), best, pretrained.label)
+
+
+def _check_epochs(config: FinetuneExperiment, splits: dict[int, tuple[list, list]]) -> None:
+    """Every split's epoch holds at least one global batch."""
+    d = config.data
+    for fold, (train, _) in splits.items():
+        samples = len(train) * d.clips_per_video
+        if samples < config.optim.batch_size:
+            raise EvalError(
+                f"optim.batch_size {config.optim.batch_size} is larger than split {fold}'s epoch "
+                f"({len(train)} videos x {d.clips_per_video} clips = {samples}): lower it"
+            )
+
+
+def _cluster_cpus(config: FinetuneExperiment, say: Callable[[str], None]) -> float:
+    """Connect to Ray; the cluster's CPUs, EvalError when a local one cannot hold one split."""
+    r = config.run
+    local, dashboard = connect_ray()
+    if dashboard:
+        say(f"Ray dashboard: {dashboard}")
+    cpus = ray.cluster_resources().get("CPU", 0.0)
+    need = r.workers * r.cpus_per_worker
+    if local and need > cpus:
+        raise EvalError(
+            f"run.workers {r.workers} x run.cpus_per_worker {r.cpus_per_worker} needs {need:g} "
+            f"CPUs; this Ray cluster has {cpus:g}"
+        )
+    return cpus
+
+
+def _fit_all(
+    run: Any,
+    jobs: list[FinetuneJob],
+    classes: list[str],
+    config: FinetuneExperiment,
+    *,
+    side_by_side: bool,
+) -> tuple[dict[int, float], dict[int, float]]:
+    """Fine-tune every split (side by side as Ray tasks, or one after another); each split is
+    logged as soon as it ends, so a failure of another loses nothing."""
+    storage = output_location(config.run.output_dir)
     per_fold: dict[int, float] = {}
     best: dict[int, float] = {}
-    try:  # each split is logged as soon as it ends: a failure of another loses nothing
+    try:
         if side_by_side:
             pending = {_fit_remote.remote(job, storage, run.run_id): job for job in jobs}
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 job = pending.pop(done[0])
-                _log_result(run, job, ray.get(done[0]), manifest.classes, per_fold, best)
+                _log_result(run, job, ray.get(done[0]), classes, per_fold, best)
         else:
             for job in jobs:
                 result = fit_fold(job, storage, run.run_id)
-                _log_result(run, job, result, manifest.classes, per_fold, best)
+                _log_result(run, job, result, classes, per_fold, best)
     except (ray.train.TrainingFailedError, ray.exceptions.RayError) as exc:
         run.client.set_terminated(run.run_id, status="FAILED")
         kept = ", ".join(map(str, sorted(per_fold)))
@@ -115,7 +142,7 @@ def run_finetune(
         raise RunFailedError(
             f"fine-tuning failed ({str(exc).strip().splitlines()[-1]}){done}"
         ) from None
-    return _conclude(run, config, dict(sorted(per_fold.items())), best, pretrained.label)
+    return per_fold, best
 
 
 def fit_fold(job: FinetuneJob, storage: str, run_id: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -109,6 +110,45 @@ def _prepare(config: Any, *, source: str, folds: str, say: Callable[[str], None]
     return chosen, uri, manifest, pretrained, rows
 
 
+@dataclass
+class _Folds:
+    """What a frozen-feature protocol's folds share: the run, the files and their labels."""
+
+    run: Any
+    manifest: Any
+    rows: list[dict[str, Any]]
+    dataset: str
+    labels: np.ndarray
+
+    def evaluate(
+        self,
+        chosen: tuple[int, ...],
+        usable: np.ndarray,
+        fit: Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, str]],
+        say: Callable[[str], None],
+    ) -> dict[int, float]:
+        """Top-1 per fold: `fit(fold, train, test)` gives the test files' predictions and the
+        fold's line to print ({top1} stands for its top-1); files that failed to decode train
+        on nothing and count wrong as tests."""
+        per_fold = {}
+        for fold in chosen:
+            train, test = split_masks(self.rows, self.dataset, fold)
+            train &= usable
+            need_both(train, test, fold, root=self.manifest.root)
+            predicted, line = fit(fold, train, test)
+            predicted = np.where(usable[test], predicted, -1)
+            per_fold[fold] = log_fold(
+                self.run,
+                fold,
+                labels=self.labels[test].tolist(),
+                predicted=predicted.tolist(),
+                classes=self.manifest.classes,
+            )
+            self.run.client.log_metric(self.run.run_id, f"fold{fold}/top1", per_fold[fold])
+            say(line.format(top1=per_fold[fold]))
+        return per_fold
+
+
 def run_svm(
     config: SvmExperiment, *, source: str, folds: str, say: Callable[[str], None] = print
 ) -> EvalOutcome:
@@ -117,19 +157,7 @@ def run_svm(
     if changed:
         say("svm.protocol reference sets " + "; ".join(changed))
     chosen, uri, manifest, pretrained, rows = _prepare(config, source=source, folds=folds, say=say)
-    d, s = config.data, config.svm
-    common = {
-        "seconds": d.seconds,
-        "sample_rate": d.sample_rate,
-        "n_mels": d.n_mels,
-        "protocol": s.protocol,
-    }
-    samples = {
-        "train": RepeatedDraws(
-            AudioClipSample(**common, train=True, seed=config.run.seed), d.train_crops, "audio"
-        ),
-        "test": AudioClipSample(**common, train=False, test_clips=d.test_clips),
-    }
+    s = config.svm
     run = open_eval_run(
         uri,
         config,
@@ -145,26 +173,17 @@ def run_svm(
         f"MLflow run {run.run_id}"
     )
     kind = "svm_reference" if s.protocol == "reference" else "svm"
-    features = extract_parallel(pretrained, config, rows, samples, kind=kind)
-    crops, crops_ok = features["train"]
-    clips, clips_ok = features["test"]
+    features = extract_parallel(pretrained, config, rows, _svm_samples(config), kind=kind)
+    (crops, crops_ok), (clips, clips_ok) = features["train"], features["test"]
     _say_failures(rows, crops_ok & clips_ok, say)
-    labels = np.array([row["label"] for row in rows])
+    folds_ = _Folds(run, manifest, rows, "esc50", np.array([row["label"] for row in rows]))
     fold_of = np.array([row["fold"] for row in rows])
-    settings = SvmSettings(
-        s.c_grid,
-        s.select_c,
-        s.standardize,
-        s.max_iter,
-        config.run.seed,
-        ties="larger" if s.protocol == "reference" else "smaller",
-    )
-    per_fold = {}
-    for fold in chosen:
-        train, test = split_masks(rows, "esc50", fold)
-        train &= crops_ok & clips_ok
-        need_both(train, test, fold, root=manifest.root)
-        fit = fit_svm_fold(
+    settings = _svm_settings(config)
+    where = "the training folds" if s.select_c == "cv" else "the TEST fold"
+
+    def fit(fold: int, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, str]:
+        labels = folds_.labels
+        result = fit_svm_fold(
             train_crops=crops[train],
             train_clips=clips[train],
             train_labels=labels[train],
@@ -173,29 +192,43 @@ def run_svm(
             test_labels=labels[test],
             settings=settings,
         )
-        predicted = np.where(clips_ok[test], fit.predicted, -1)  # undecodable: counted wrong
-        per_fold[fold] = log_fold(
-            run,
-            fold,
-            labels=labels[test].tolist(),
-            predicted=predicted.tolist(),
-            classes=manifest.classes,
-        )
-        run.client.log_metric(run.run_id, f"fold{fold}/top1", per_fold[fold])
-        run.client.log_metric(run.run_id, f"fold{fold}/C", fit.c)
+        run.client.log_metric(run.run_id, f"fold{fold}/C", result.c)
         for i, c in enumerate(s.c_grid):
             run.client.log_metric(
-                run.run_id, f"fold{fold}/{s.select_c}_top1", fit.scores[c], step=i
+                run.run_id, f"fold{fold}/{s.select_c}_top1", result.scores[c], step=i
             )
-        say(
-            f"  fold {fold}: top-1 {per_fold[fold]:.3f} with C={fit.c:g} "
-            f"(chosen on {'the training folds' if s.select_c == 'cv' else 'the TEST fold'})"
-        )
+        line = f"  fold {fold}: top-1 {{top1:.3f}} with C={result.c:g} (chosen on {where})"
+        return result.predicted, line
+
+    per_fold = folds_.evaluate(chosen, crops_ok & clips_ok, fit, say)
     mean, std = summarise(run, per_fold)
     run.client.set_terminated(run.run_id, status="FINISHED")
     return EvalOutcome(
         run.run_id, uri, "svm", "esc50", svm_protocol(config), pretrained.label, per_fold, mean, std
     )
+
+
+def _svm_settings(config: SvmExperiment) -> SvmSettings:
+    s = config.svm
+    ties = "larger" if s.protocol == "reference" else "smaller"  # the reference's ">="
+    return SvmSettings(s.c_grid, s.select_c, s.standardize, s.max_iter, config.run.seed, ties)
+
+
+def _svm_samples(config: SvmExperiment) -> dict[str, Any]:
+    """The SVM's samplers: `train_crops` augmented crops per file, and the test clips."""
+    d = config.data
+    common = {
+        "seconds": d.seconds,
+        "sample_rate": d.sample_rate,
+        "n_mels": d.n_mels,
+        "protocol": config.svm.protocol,
+    }
+    return {
+        "train": RepeatedDraws(
+            AudioClipSample(**common, train=True, seed=config.run.seed), d.train_crops, "audio"
+        ),
+        "test": AudioClipSample(**common, train=False, test_clips=d.test_clips),
+    }
 
 
 def run_probe(
@@ -204,21 +237,7 @@ def run_probe(
     """Logistic regression (and kNN) on frozen pooled embeddings, per split and averaged."""
     chosen, uri, manifest, pretrained, rows = _prepare(config, source=source, folds=folds, say=say)
     d, p = config.data, config.probe
-    modality = MODALITY[d.dataset]
-    sample = (
-        VideoClipSample(
-            frames=d.frames, fps=d.fps, size=d.crop_size, train=False, test_clips=d.clips
-        )
-        if modality == "video"
-        else AudioClipSample(
-            seconds=d.seconds,
-            sample_rate=d.sample_rate,
-            n_mels=d.n_mels,
-            train=False,
-            test_clips=d.clips,
-        )
-    )
-    protocol = f"logistic probe ({modality})"
+    protocol = f"logistic probe ({MODALITY[d.dataset]})"
     run = open_eval_run(
         uri,
         config,
@@ -229,17 +248,15 @@ def run_probe(
         folds=chosen,
     )
     say(f"extracting embeddings of {len(rows)} {TITLES[d.dataset]} files; MLflow run {run.run_id}")
-    clips, ok = extract_parallel(pretrained, config, rows, {"eval": sample}, kind="embedding")[
-        "eval"
-    ]
+    samples = {"eval": _probe_sample(config)}
+    clips, ok = extract_parallel(pretrained, config, rows, samples, kind="embedding")["eval"]
     _say_failures(rows, ok, say)
     features = clips.mean(axis=1)
-    labels = np.array([row["label"] for row in rows])
-    per_fold, knn = {}, {}
-    for fold in chosen:
-        train, test = split_masks(rows, d.dataset, fold)
-        train &= ok
-        need_both(train, test, fold, root=manifest.root)
+    folds_ = _Folds(run, manifest, rows, d.dataset, np.array([row["label"] for row in rows]))
+    knn = {}
+
+    def fit(fold: int, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, str]:
+        labels = folds_.labels
         predicted = logistic_probe(
             features[train],
             labels[train],
@@ -247,14 +264,6 @@ def run_probe(
             c=p.c,
             max_iter=p.max_iter,
             seed=config.run.seed,
-        )
-        predicted = np.where(ok[test], predicted, -1)
-        per_fold[fold] = log_fold(
-            run,
-            fold,
-            labels=labels[test].tolist(),
-            predicted=predicted.tolist(),
-            classes=manifest.classes,
         )
         near = knn_predict(
             torch.from_numpy(features[train]),
@@ -264,23 +273,32 @@ def run_probe(
             classes=len(manifest.classes),
         ).numpy()
         knn[fold] = float((near == labels[test]).mean())
-        run.client.log_metric(run.run_id, f"fold{fold}/top1", per_fold[fold])
         run.client.log_metric(run.run_id, f"fold{fold}/knn_top1", knn[fold])
-        say(f"  split {fold}: logistic top-1 {per_fold[fold]:.3f}, kNN top-1 {knn[fold]:.3f}")
+        return predicted, f"  split {fold}: logistic top-1 {{top1:.3f}}, kNN top-1 {knn[fold]:.3f}"
+
+    per_fold = folds_.evaluate(chosen, ok, fit, say)
     mean, std = summarise(run, per_fold)
     knn_mean, _ = summarise(run, knn, key="knn_top1")
     run.client.set_terminated(run.run_id, status="FINISHED")
+    extra = {"knn": knn, "knn_mean": knn_mean}
     return EvalOutcome(
-        run.run_id,
-        uri,
-        "probe",
-        d.dataset,
-        protocol,
-        pretrained.label,
-        per_fold,
-        mean,
-        std,
-        {"knn": knn, "knn_mean": knn_mean},
+        run.run_id, uri, "probe", d.dataset, protocol, pretrained.label, per_fold, mean, std, extra
+    )
+
+
+def _probe_sample(config: ProbeExperiment) -> Any:
+    """Evenly spaced evaluation clips of each file, of the dataset's modality."""
+    d = config.data
+    if MODALITY[d.dataset] == "video":
+        return VideoClipSample(
+            frames=d.frames, fps=d.fps, size=d.crop_size, train=False, test_clips=d.clips
+        )
+    return AudioClipSample(
+        seconds=d.seconds,
+        sample_rate=d.sample_rate,
+        n_mels=d.n_mels,
+        train=False,
+        test_clips=d.clips,
     )
 
 

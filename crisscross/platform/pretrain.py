@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import subprocess
 import tempfile
@@ -22,11 +21,13 @@ import pyarrow.fs as pafs
 import ray
 import ray.train
 import torch
+import yaml
 from mlflow.tracking import MlflowClient
 from ray.train.torch import TorchTrainer
 
 import crisscross
 from crisscross.config import ExperimentConfig, dump_config
+from crisscross.config.schema import runs_how
 from crisscross.datasets.fs import join, resolve
 from crisscross.datasets.layouts import LayoutError
 from crisscross.datasets.manifest import (
@@ -36,6 +37,8 @@ from crisscross.datasets.manifest import (
 )
 from crisscross.datasets.pipeline import usable_rows
 from crisscross.models.weights import save_backbone
+from crisscross.platform.redact import MASK, public_config, redact, redact_tree
+from crisscross.platform.run_record import RecordError, read_record, write_record
 from crisscross.platform.storage import absolute, output_location
 from crisscross.platform.tracking import (
     MlflowTracker,
@@ -44,36 +47,12 @@ from crisscross.platform.tracking import (
     experiment_id,
     flatten,
     log_params_and_tags,
+    set_tag,
     tracking_uri,
 )
 from crisscross.trainers.builders import build_model, clip_spec
 from crisscross.trainers.monitor import MonitorSet
 from crisscross.trainers.pretrain import BEST_DIR, STATE_FILE, PretrainJob, train_loop_per_worker
-
-RUN_RECORD = "crisscross_run.json"
-# Keys that may change between a run and its resumption: how it runs, not what it computes.
-RESUMABLE = (
-    "run.workers",
-    "run.channels_last",  # how the step runs, not what it computes
-    "run.compile",
-    "run.fused_optimizer",
-    "run.cpus_per_worker",
-    "run.use_gpu",
-    "run.max_failures",
-    "run.progress_seconds",
-    "run.deterministic",
-    "run.checkpoint_every",
-    "run.keep_checkpoints",
-    "data.root",
-    "data.manifest",
-    "data.decode_workers",
-    "data.decode_cpus",
-    "data.decode_memory_mb",
-    "data.rows_per_task",
-    "data.decode_threads",
-    "tracking.",
-    "monitor.",
-)
 
 
 class PretrainError(RuntimeError):
@@ -260,26 +239,8 @@ def check_resources(config: ExperimentConfig, *, local: bool, say: Callable[[str
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     a, b = flatten(old), flatten(new)
     keys = sorted(set(a) | set(b))
-    return [k for k in keys if a.get(k) != b.get(k) and not _resumable(k)]
-
-
-def _resumable(key: str) -> bool:
-    return any(key.startswith(r) if r.endswith(".") else key == r for r in RESUMABLE)
-
-
-def read_record(run_dir: str) -> dict[str, Any] | None:
-    fs, inner = resolve(join(run_dir, RUN_RECORD))
-    if fs.get_file_info(inner).type == pafs.FileType.NotFound:
-        return None
-    with fs.open_input_stream(inner) as stream:
-        return json.loads(stream.read())
-
-
-def _write_record(run_dir: str, record: dict[str, Any]) -> None:
-    fs, inner = resolve(join(run_dir, RUN_RECORD))
-    fs.create_dir(inner.rpartition("/")[0], recursive=True)
-    with fs.open_output_stream(inner) as stream:
-        stream.write(json.dumps(record, indent=1, default=list).encode())
+    # what may change on resume: the keys that say how a run runs (config.schema.HOW)
+    return [k for k in keys if a.get(k) != b.get(k) and not runs_how(k)]
 
 
 def git_commit() -> str:
@@ -312,10 +273,13 @@ def open_run(
 ) -> tuple[str, dict[str, Any]]:
     """(MLflow run id, run record): the run recorded in the run folder, or a new one with
     `tags` besides the standard ones."""
-    dumped = config.model_dump(by_alias=True, mode="json")
-    record = read_record(run_dir)
+    dumped = redact_tree(config.model_dump(by_alias=True, mode="json"))  # as the record holds it
+    try:
+        record = read_record(run_dir)
+    except RecordError as exc:
+        raise PretrainError(str(exc)) from None
     if record is not None:
-        changed = _differences(record["config"], dumped)
+        changed = _differences(redact_tree(record.get("config") or {}), dumped)
         if changed:
             raise PretrainError(
                 f"{run_dir} holds run '{config.run.name}' started with another config "
@@ -328,7 +292,7 @@ def open_run(
         except Exception:
             raise PretrainError(
                 f"{run_dir} belongs to MLflow run {run_id}, which the tracking store "
-                f"{client.tracking_uri} does not have: use the store it was logged to "
+                f"{redact(client.tracking_uri)} does not have: use the store it was logged to "
                 f"({record.get('tracking_uri')}), or another run.name"
             ) from None
         if record.get("finished_step") is None:
@@ -355,10 +319,10 @@ def open_run(
     )
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "config.yaml"
-        path.write_text(dump_config(config))
+        path.write_text(dump_config(public_config(config)))
         client.log_artifact(run_id, str(path))
     record = {"mlflow_run_id": run_id, "tracking_uri": client.tracking_uri, "config": dumped}
-    _write_record(run_dir, record)
+    write_record(run_dir, record)
     return run_id, {}
 
 
@@ -394,7 +358,7 @@ def run_pretrain(
     say(
         f"run '{config.run.name}': {usable} clips, {steps} steps/epoch x {config.optim.epochs} "
         f"epochs, {config.run.workers} worker(s); MLflow run {run_id} "
-        f"({'resumed' if resumed else 'new'}) in {uri}; checkpoints in {run_dir}"
+        f"({'resumed' if resumed else 'new'}) in {redact(uri)}; checkpoints in {redact(run_dir)}"
     )
     job = PretrainJob(
         config=config.model_dump(by_alias=True),
@@ -501,9 +465,9 @@ def finish(
         if plot_losses(client, run_id, plot):
             client.log_artifact(run_id, str(plot))
     best = join(run_dir, BEST_DIR)
-    client.set_tag(run_id, "checkpoint.latest", checkpoint.path)
+    set_tag(client, run_id, "checkpoint.latest", checkpoint.path)
     if uri_exists(best):
-        client.set_tag(run_id, "checkpoint.best", best)
+        set_tag(client, run_id, "checkpoint.best", best)
         if local:
             client.log_artifacts(run_id, best, "checkpoints/best")
     client.set_terminated(run_id, status="FINISHED")
@@ -511,7 +475,7 @@ def finish(
         "finished_step": int(state["step"]),
         "backbones": backbones,
     }
-    _write_record(run_dir, record)
+    write_record(run_dir, record)
     return outcome_of(client, run_id, uri, run_dir, record)
 
 
@@ -550,7 +514,7 @@ def resume_target(run_id: str, scratch: str, uri: str | None = None) -> tuple[st
         run = client.get_run(run_id)
     except Exception:
         raise PretrainError(
-            f"--resume {run_id}: no such run in the tracking store {uri} "
+            f"--resume {run_id}: no such run in the tracking store {redact(uri)} "
             "(set MLFLOW_TRACKING_URI to the store it was logged to)"
         ) from None
     run_dir = run.data.tags.get("crisscross.run_dir")
@@ -560,7 +524,11 @@ def resume_target(run_id: str, scratch: str, uri: str | None = None) -> tuple[st
         run_id=run_id, artifact_path="config.yaml", dst_path=scratch, tracking_uri=uri
     )
     storage, _, name = run_dir.rstrip("/").rpartition("/")
-    return config, {"run.output_dir": storage, "run.name": name}
+    where = {"run.output_dir": storage, "run.name": name}
+    saved = yaml.safe_load(Path(config).read_text()) or {}
+    if MASK in str((saved.get("tracking") or {}).get("uri") or ""):
+        where["tracking.uri"] = uri  # the logged copy had its credentials masked
+    return config, where
 
 
 def plot_losses(client: MlflowClient, run_id: str, path: Path) -> bool:

@@ -17,7 +17,8 @@ from crisscross.models import (
     read_state_dict,
     submodule_state,
 )
-from crisscross.platform.pretrain import RUN_RECORD, read_record
+from crisscross.platform.redact import redact
+from crisscross.platform.run_record import RUN_RECORD, RecordError, read_record
 from crisscross.trainers.pretrain import BEST_DIR, STATE_FILE
 
 PREFIX = {"video": "vid", "audio": "aud"}
@@ -63,7 +64,7 @@ def resolve_pretrained(
         return _from_mlflow(source, modality, tracking_uri, scratch)
     raise SourceError(
         f"--pretrained {source}: not a weights file, a checkpoint folder, or an MLflow run id "
-        f"(32 hex digits) of a pretraining in {tracking_uri}"
+        f"(32 hex digits) of a pretraining in {redact(tracking_uri)}"
     )
 
 
@@ -114,7 +115,10 @@ def _from_folder(source: str, path: Path, modality: str) -> Pretrained:
         raise WeightsError(
             f"{checkpoint / STATE_FILE}: not a crisscross pretraining checkpoint ({exc})"
         ) from None
-    record = read_record(str(record_dir)) or {}
+    try:
+        record = read_record(str(record_dir)) or {}
+    except RecordError as exc:
+        raise SourceError(f"--pretrained {source}: {exc}") from None
     config = record.get("config", {})
     return Pretrained(
         state=submodule_state(model_state, f"{modality}."),
@@ -135,7 +139,7 @@ def _from_mlflow(source: str, modality: str, uri: str, scratch: str) -> Pretrain
         run = client.get_run(source)
     except Exception:
         raise SourceError(
-            f"--pretrained {source}: no such MLflow run in {uri} "
+            f"--pretrained {source}: no such MLflow run in {redact(uri)} "
             "(set MLFLOW_TRACKING_URI or tracking.uri to the store it was logged to)"
         ) from None
     exported = [

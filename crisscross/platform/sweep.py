@@ -24,6 +24,7 @@ from ray import tune
 
 from crisscross.config import ExperimentConfig, apply_overrides
 from crisscross.config.sweep_schema import CASE, Domain, SweepConfig
+from crisscross.datasets.fs import atomic_write_text
 from crisscross.platform.pretrain import (
     PretrainError,
     cpu_request,
@@ -32,6 +33,8 @@ from crisscross.platform.pretrain import (
     steps_per_epoch,
     tracking_and_ray,
 )
+from crisscross.platform.redact import redact, redact_tree
+from crisscross.platform.run_record import RecordError, parse_record
 from crisscross.platform.sweep_plan import SweepPlan
 from crisscross.platform.sweep_report import SCORE
 from crisscross.platform.sweep_results import (
@@ -168,15 +171,33 @@ def scheduler(sweep: SweepConfig, epochs: int) -> Any:
 
 
 def read_sweep_record(folder: str) -> dict[str, Any] | None:
+    """The sweep folder's record (parent run id, sweep, base, finals), None when it has none;
+    SweepError naming the file when it is empty or damaged."""
     path = Path(folder) / RECORD
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return parse_record(
+            path.read_bytes(),
+            where=str(path),
+            advice="it ties the sweep folder to its MLflow parent run: delete the sweep folder "
+            "to start the sweep again, or give another name",
+        )
+    except RecordError as exc:
+        raise SweepError(str(exc)) from None
+
+
+def write_sweep_record(folder: str, record: dict[str, Any]) -> None:
+    """Write the record whole or not at all, credentials masked."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(str(Path(folder) / RECORD), json.dumps(redact_tree(record), indent=1))
 
 
 def open_parent(client: MlflowClient, plan: SweepPlan, *, resume: bool) -> str:
     """The sweep's MLflow parent run: recorded in the sweep folder, or a new one."""
     record = read_sweep_record(plan.folder)
-    dumped = plan.sweep.model_dump(mode="json", by_alias=True)
-    base = plan.base.model_dump(mode="json", by_alias=True)
+    dumped = redact_tree(plan.sweep.model_dump(mode="json", by_alias=True))  # as recorded
+    base = redact_tree(plan.base.model_dump(mode="json", by_alias=True))
     if record is not None and not resume:
         raise SweepError(
             f"sweep '{plan.sweep.name}' already exists in {plan.folder}: add --resume to "
@@ -185,7 +206,8 @@ def open_parent(client: MlflowClient, plan: SweepPlan, *, resume: bool) -> str:
     if record is None and resume:
         raise SweepError(f"--resume: no sweep '{plan.sweep.name}' in {plan.folder} to resume")
     if record is not None:
-        a, b = flatten(record["sweep"] | {"base": record["base"]}), flatten(dumped | {"base": base})
+        a = flatten(redact_tree(record.get("sweep", {}) | {"base": record.get("base", {})}))
+        b = flatten(dumped | {"base": base})
         changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         if changed:
             raise SweepError(
@@ -208,9 +230,8 @@ def open_parent(client: MlflowClient, plan: SweepPlan, *, resume: bool) -> str:
         },
         {"crisscross.sweep": plan.sweep.name, "crisscross.sweep_folder": plan.folder},
     )
-    Path(plan.folder).mkdir(parents=True, exist_ok=True)
-    (Path(plan.folder) / RECORD).write_text(
-        json.dumps({"mlflow_run_id": run.info.run_id, "sweep": dumped, "base": base}, indent=1)
+    write_sweep_record(
+        plan.folder, {"mlflow_run_id": run.info.run_id, "sweep": dumped, "base": base}
     )
     return run.info.run_id
 
@@ -329,7 +350,7 @@ def run_sweep(
         f"{', '.join([*sweep.space, *([f'{len(sweep.cases)} cases'] if sweep.cases else [])])}; "
         f"at most {started.max_concurrent} trial(s) at once, each {plan.base.run.workers} "
         f"worker(s); selected on {sweep.search.metric}; MLflow parent run "
-        f"{started.parent_run_id} in {started.uri}; folder {plan.folder}"
+        f"{started.parent_run_id} in {redact(started.uri)}; folder {plan.folder}"
     )
     record = read_sweep_record(plan.folder) or {}
     if record.get("finals") is not None:  # a finished sweep: show its results, run nothing
@@ -413,7 +434,7 @@ def conclude(
     if not interrupted:
         record = read_sweep_record(plan.folder) or {}
         record["finals"] = {r.trial_id: r.final for r in rows}
-        (folder / RECORD).write_text(json.dumps(record, indent=1))
+        write_sweep_record(plan.folder, record)
     say("trials, best first:\n" + table_text(rows, metric))
     return SweepOutcome(
         parent, started.uri, plan.folder, rows, best, best_yaml, artifacts, interrupted

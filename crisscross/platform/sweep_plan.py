@@ -19,28 +19,13 @@ from crisscross.config import (
     apply_overrides,
     load_config,
 )
+from crisscross.config.schema import runs_how
 from crisscross.config.sweep_schema import CASE, SweepConfig
 from crisscross.datasets.synth.corpus import corpus_roots
 from crisscross.platform.storage import is_uri, local_output_folder, output_location
 
-# how a trial runs and where it writes are the sweep's, the same for every trial
-FIXED_KEYS = (
-    "run.name",
-    "run.output_dir",
-    "run.workers",
-    "run.cpus_per_worker",
-    "run.use_gpu",
-    "run.max_failures",
-    "data.root",
-    "data.manifest",
-    "data.dataset",
-    "data.classes_file",
-    "data.decode_workers",
-    "data.decode_cpus",
-    "data.decode_memory_mb",
-    "tracking.",
-    "monitor.",
-)
+# besides how a trial runs (config.schema.HOW): where it writes and on which data, the sweep's
+SWEEP_OWNED = ("run.name", "run.output_dir", "data.dataset", "data.classes_file")
 
 
 @dataclass(frozen=True)
@@ -140,7 +125,7 @@ def check_space(sweep: SweepConfig, base: ExperimentConfig, *, source: str) -> N
 
 
 def _fixed(key: str) -> bool:
-    return any(key.startswith(f) if f.endswith(".") else key == f for f in FIXED_KEYS)
+    return runs_how(key) or key in SWEEP_OWNED
 
 
 def _case_problems(sweep: SweepConfig, base: ExperimentConfig, source: str) -> list[Problem]:

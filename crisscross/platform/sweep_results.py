@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from crisscross.config import ExperimentConfig, apply_overrides, dump_config
-from crisscross.platform.pretrain import read_record
+from crisscross.platform.redact import public_config
+from crisscross.platform.run_record import read_record
 from crisscross.platform.sweep_plan import SweepPlan
 from crisscross.platform.sweep_report import SCORE
 from crisscross.platform.sweep_trial import LEDGER
@@ -97,8 +98,10 @@ def best_config(plan: SweepPlan, row: TrialRow) -> ExperimentConfig:
 
 
 def write_best(plan: SweepPlan, row: TrialRow, path: Path) -> Path:
-    """best.yaml: a pretraining experiment `crisscross pretrain` runs as it is."""
-    config = best_config(plan, row)
+    """best.yaml: a pretraining experiment `crisscross pretrain` runs as it is (logged on the
+    parent run too, so credentials in its URIs are masked, and the header says so)."""
+    best = best_config(plan, row)
+    config = public_config(best)
     values = ", ".join(f"{k}={_value(v)}" for k, v in sorted(row.params.items()))
     score = f"{row.score:.4f}" if row.score is not None else "none"
     final = "".join(f", {k} top-1 {v:.4f}" for k, v in row.final.items())
@@ -108,6 +111,8 @@ def write_best(plan: SweepPlan, row: TrialRow, path: Path) -> Path:
         f"# Searched values: {values}\n"
         f"# Run it: crisscross pretrain {path}\n"
     )
+    if config is not best:
+        header += "# Credentials in its URIs are masked as ***: put them back before running it.\n"
     path.write_text(header + dump_config(config))
     return path
 

@@ -19,7 +19,9 @@ from ray import tune
 
 from crisscross.config import ExperimentConfig, apply_overrides
 from crisscross.config.sweep_schema import expand_case
-from crisscross.platform.pretrain import read_record, run_pretrain
+from crisscross.datasets.fs import atomic_write_text
+from crisscross.platform.pretrain import run_pretrain
+from crisscross.platform.run_record import read_record
 from crisscross.platform.sweep_report import SCORE, ScoreReport, selection_score
 from crisscross.trainers.monitor import MonitorSet
 
@@ -122,8 +124,7 @@ class TrialLedger(tune.Callback):
 
     def _record(self, end: TrialEnd, *, status: str) -> None:
         path = Path(self.folder) / LEDGER / f"{end.trial_id}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(end.__dict__, default=_plain))
+        atomic_write_text(str(path), json.dumps(end.__dict__, default=_plain))
         close_child_run(self, end.trial_id, status=status, reason=end.reason)
 
 

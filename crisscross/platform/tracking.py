@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from crisscross.config import ExperimentConfig
+from crisscross.platform.redact import redact, scrub
 
 DEFAULT_STORE = "mlflow.db"
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
@@ -64,14 +65,15 @@ def check_tracking(uri: str) -> None:
     if uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir():
-            raise TrackingError(f"tracking store {uri}: folder {folder} does not exist")
+            raise TrackingError(f"tracking store {redact(uri)}: folder {folder} does not exist")
     try:
         with _fail_fast():
             MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # any failure here means the store is unusable
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = scrub(first, uri)  # the error may quote the URI with its credentials
         raise TrackingError(
-            f"tracking server {uri} is unreachable ({first[:300]}); start it, or set "
+            f"tracking server {redact(uri)} is unreachable ({first[:300]}); start it, or set "
             "tracking.uri / MLFLOW_TRACKING_URI to one that answers (unset: a local sqlite store)"
         ) from None
 
@@ -102,10 +104,16 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def log_params_and_tags(
     client: MlflowClient, run_id: str, params: Mapping[str, Any], tags: Mapping[str, str]
 ) -> None:
-    items = [Param(k, str(v)) for k, v in params.items()]
+    """Log `params` and `tags` on the run, every value with its credentials masked (`redact`)."""
+    items = [Param(k, redact(str(v))) for k, v in params.items()]
     for start in range(0, len(items), 100):
         client.log_batch(run_id, params=items[start : start + 100])
-    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    client.log_batch(run_id, tags=[RunTag(k, redact(str(v))) for k, v in tags.items()])
+
+
+def set_tag(client: MlflowClient, run_id: str, key: str, value: str) -> None:
+    """One tag, its value with credentials masked (a checkpoint or folder URI may carry them)."""
+    client.set_tag(run_id, key, redact(str(value)))
 
 
 @dataclass
@@ -124,6 +132,9 @@ class MlflowTracker:
     _floor: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _buffer: list[Metric] = field(default_factory=list, init=False, repr=False)
     _flushed: float = field(default=0.0, init=False, repr=False)
+
+    def __repr__(self) -> str:  # Ray shows a job's parts in errors: never the credentials
+        return f"MlflowTracker(uri={redact(self.uri)!r}, run_id={self.run_id!r})"
 
     def __getstate__(self) -> dict[str, Any]:
         return {"uri": self.uri, "run_id": self.run_id, "flush_seconds": self.flush_seconds}

@@ -10,6 +10,7 @@ need no storage credentials of their own.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -22,6 +23,8 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from crisscross.datasets.fs import atomic_write_text
+from crisscross.platform.redact import redact
 from crisscross.platform.storage import absolute, is_uri, shared_storage
 
 STATE_FILE = "tracking-server.json"  # in the state folder: the running server's pid and URI
@@ -43,6 +46,22 @@ class ServerSpec:
     @property
     def uri(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+
+def listens_everywhere(host: str) -> bool:
+    """Whether binding to `host` listens on every interface: "", "*", "0.0.0.0" and the short
+    IPv4 spellings the resolver accepts ("0", "0.0"), "::" and its long forms, bracketed or not."""
+    host = host.strip().strip("[]").strip()
+    if host in ("", "*"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        pass
+    try:  # inet_aton reads "0", "0.0", "0x0" as 0.0.0.0, as the server's bind would
+        return socket.inet_aton(host) == bytes(4)
+    except OSError:
+        return False
 
 
 def private_address() -> str:
@@ -67,10 +86,10 @@ def default_spec(
 ) -> ServerSpec:
     """The server's settings; what is not given comes from this machine and $CRISSCROSS_STORAGE."""
     state = Path(absolute(state_dir or "~/crisscross"))
-    if host in ("0.0.0.0", "::"):
+    if host is not None and listens_everywhere(host):
         raise ServerError(
-            f"--host {host} would listen on every interface; give the private address (the "
-            "default) and reach the UI through an SSH tunnel"
+            f"--host {host!r} would listen on every interface; give the private address (leave "
+            "--host out for the default) and reach the UI through an SSH tunnel"
         )
     storage = shared_storage()
     artifacts = artifacts_destination or (
@@ -124,10 +143,17 @@ def recorded(state_dir: str) -> dict | None:
     path = Path(state_dir) / STATE_FILE
     if not path.is_file():
         return None
-    state = json.loads(path.read_text())
+    try:
+        state = json.loads(path.read_text())
+        pid = int(state["pid"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ServerError(
+            f"{path}: damaged ({type(exc).__name__}: {exc}); stop any MLflow server still "
+            "running on this machine, delete the file and start again"
+        ) from None
     try:  # alive, and still the server (not another process that got the pid since)
-        command = Path(f"/proc/{int(state['pid'])}/cmdline").read_bytes()
-    except (OSError, ValueError, KeyError):
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
         return None
     return state if b"mlflow" in command else None
 
@@ -152,6 +178,7 @@ def start_detached(spec: ServerSpec, *, timeout: float = 120.0) -> dict:
             start_new_session=True,  # outlives this command; stopped by its process group
         )
     state = asdict(spec) | {"pid": process.pid, "uri": spec.uri, "log": str(log)}
+    state["backend_store_uri"] = redact(spec.backend_store_uri)  # e.g. postgresql://user:pw@..
     deadline = time.monotonic() + timeout
     while not healthy(spec.uri):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -159,7 +186,7 @@ def start_detached(spec: ServerSpec, *, timeout: float = 120.0) -> dict:
             tail = log.read_text(errors="replace")[-2000:]
             raise ServerError(f"the MLflow server did not start on {spec.uri}; {log}:\n{tail}")
         time.sleep(0.5)
-    (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
+    atomic_write_text(str(folder / STATE_FILE), json.dumps(state, indent=1))
     return state | {"reused": False}
 
 

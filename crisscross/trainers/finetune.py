@@ -249,26 +249,14 @@ def finetune_loop_per_worker(job: FinetuneJob) -> dict[str, Any]:
     test_sample = VideoClipSample(
         **common, train=False, test_clips=d.test_clips, decode_threads=d.decode_threads
     )
-    test_mine = job.test_rows[rank::world]
     labels = torch.tensor([int(row["label"]) for row in job.test_rows])
-    local_batch = o.batch_size // world
     while fold.epoch < o.epochs:
-        epoch = fold.epoch
-        order = epoch_clips(
-            len(job.train_rows), clips_per_video=d.clips_per_video, seed=r.seed, epoch=epoch
-        )
-        positions, _ = worker_share(order, global_batch=o.batch_size, rank=rank, world=world)
-        loader = torch.utils.data.DataLoader(
-            ClipDataset(job.train_rows, order, positions, train_sample, epoch=epoch),
-            batch_size=local_batch,
-            num_workers=r.loader_workers,
-            collate_fn=collate_skipping_failures,
-        )
         lr = optimizer.param_groups[0]["lr"]
+        loader = _epoch_loader(job, config, train_sample, fold.epoch, rank=rank, world=world)
         sums = train_epoch(model, optimizer, loader, device=device)
         scheduler.step()
         loss_sum, correct, seen, failed = _all_sum(list(sums), world)
-        fold.epoch = epoch + 1
+        fold.epoch += 1
         metrics = {
             f"{job.prefix}train_loss": loss_sum / max(seen, 1),
             f"{job.prefix}train_top1": correct / max(seen, 1),
@@ -276,18 +264,7 @@ def finetune_loop_per_worker(job: FinetuneJob) -> dict[str, Any]:
             f"{job.prefix}skipped": failed,
         }
         if fold.epoch % o.test_every == 0 or fold.epoch == o.epochs:
-            probs, bad = test_videos(
-                core, test_mine, test_sample, classes=job.classes, device=device
-            )
-            everything = _interleave(_gather_rows(probs, world), len(job.test_rows))
-            predicted = everything.argmax(dim=1)
-            predicted[everything.isnan().any(dim=1)] = -1  # a failed video counts wrong
-            fold.last = float((predicted == labels).float().mean())
-            fold.predicted = predicted.tolist()
-            if fold.last > fold.best:
-                fold.best, fold.best_epoch = fold.last, fold.epoch
-            metrics[f"{job.prefix}test_top1"] = fold.last
-            metrics[f"{job.prefix}test_skipped"] = _all_sum([float(bad)], world)[0]
+            metrics |= _test(core, job, test_sample, fold, labels, device, rank=rank, world=world)
         tracker.log_metrics(metrics, step=fold.epoch)
         tracker.flush()
         if rank == 0:
@@ -299,4 +276,56 @@ def finetune_loop_per_worker(job: FinetuneJob) -> dict[str, Any]:
         "best_epoch": fold.best_epoch,
         "predicted": fold.predicted,
         "labels": labels.tolist(),
+    }
+
+
+def _epoch_loader(
+    job: FinetuneJob,
+    config: FinetuneExperiment,
+    sample: VideoClipSample,
+    epoch: int,
+    *,
+    rank: int,
+    world: int,
+) -> torch.utils.data.DataLoader:
+    """This worker's share of the epoch's clips (every video clips_per_video times)."""
+    d, o, r = config.data, config.optim, config.run
+    order = epoch_clips(
+        len(job.train_rows), clips_per_video=d.clips_per_video, seed=r.seed, epoch=epoch
+    )
+    positions, _ = worker_share(order, global_batch=o.batch_size, rank=rank, world=world)
+    return torch.utils.data.DataLoader(
+        ClipDataset(job.train_rows, order, positions, sample, epoch=epoch),
+        batch_size=o.batch_size // world,
+        num_workers=r.loader_workers,
+        collate_fn=collate_skipping_failures,
+    )
+
+
+def _test(
+    core: nn.Module,
+    job: FinetuneJob,
+    sample: VideoClipSample,
+    fold: FoldState,
+    labels: torch.Tensor,
+    device: torch.device,
+    *,
+    rank: int,
+    world: int,
+) -> dict[str, float]:
+    """Test every video (each worker its share, gathered in order); updates the fold's last and
+    best accuracy and predictions; the test metrics."""
+    probs, bad = test_videos(
+        core, job.test_rows[rank::world], sample, classes=job.classes, device=device
+    )
+    everything = _interleave(_gather_rows(probs, world), len(job.test_rows))
+    predicted = everything.argmax(dim=1)
+    predicted[everything.isnan().any(dim=1)] = -1  # a failed video counts wrong
+    fold.last = float((predicted == labels).float().mean())
+    fold.predicted = predicted.tolist()
+    if fold.last > fold.best:
+        fold.best, fold.best_epoch = fold.last, fold.epoch
+    return {
+        f"{job.prefix}test_top1": fold.last,
+        f"{job.prefix}test_skipped": _all_sum([float(bad)], world)[0],
     }

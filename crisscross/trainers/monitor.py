@@ -18,14 +18,13 @@ import pyarrow.compute as pc
 import torch
 
 from crisscross.config import ExperimentConfig
+from crisscross.datasets.layouts import MODALITY
 from crisscross.datasets.manifest import read_manifest
 from crisscross.datasets.samples import AudioClipSample, VideoClipSample
 from crisscross.models import CrissCross
 from crisscross.trainers.features import extract_features
 from crisscross.trainers.knn import knn_accuracy
 from crisscross.trainers.svm import logistic_probe
-
-MODALITY = {"ucf101": "video", "hmdb51": "video", "esc50": "audio"}
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import ray.train
 import ray.train.torch
 import torch
@@ -36,7 +35,7 @@ import torch.distributed as dist
 from torch import nn
 
 from crisscross.config import ExperimentConfig
-from crisscross.datasets.fs import resolve
+from crisscross.datasets.fs import join, replace_folder
 from crisscross.datasets.manifest import read_manifest
 from crisscross.datasets.pipeline import (
     EpochStream,
@@ -193,11 +192,8 @@ class Checkpointer:
                 checkpoint=ray.train.Checkpoint.from_directory(folder),
                 checkpoint_dir_name=name,
             )
-            if is_best:
-                fs, base = resolve(self.storage)
-                target = f"{base}/{BEST_DIR}"
-                fs.create_dir(target, recursive=True)
-                pafs.copy_files(folder, target, destination_filesystem=fs)
+            if is_best:  # swapped in whole: a crash mid-copy keeps the previous best/
+                replace_folder(folder, join(self.storage, BEST_DIR))
 
 
 STREAM_ROWS = 200_000  # at most this many rows of one worker's epochs share a pipeline

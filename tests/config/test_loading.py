@@ -204,3 +204,18 @@ def test_evaluation_experiments_are_validated_by_their_own_schema(run_cli):
     assert "--set svm.c_grid=[]: svm.c_grid: give at least one C value" in result.output
     result = run_cli("config", "show", str(path), "--kind", "pretext")
     assert result.exit_code == 2 and "svm: unknown key" in result.output
+
+
+def test_one_marker_says_how_a_run_runs():
+    """Resume and sweeps read the same HOW marker: a resumed run may change these keys, and a
+    sweep refuses to search them (it also owns where trials write and on which data)."""
+    from crisscross.config.schema import how_keys, runs_how
+    from crisscross.platform.sweep_plan import _fixed
+
+    keys = set(how_keys())
+    assert {"run.workers", "run.compile", "data.root", "data.decode_workers", "tracking."} <= keys
+    assert not keys & {"run.seed", "optim.lr", "data.sampling", "augment.blur_p", "run.name"}
+    assert runs_how("monitor.every") and runs_how("tracking.uri") and not runs_how("loss.w_sync")
+    for key in ("run.compile", "run.deterministic", "monitor.k", "run.name", "data.dataset"):
+        assert _fixed(key), key
+    assert not _fixed("loss.w_sync") and not _fixed("optim.lr")

@@ -172,3 +172,11 @@ def test_resampling_equals_torchaudios(rate):
         got = resample(wave, rate, 16000)
         assert got.shape == expected.shape and got.dtype == np.float32
         assert np.allclose(got, expected, atol=1e-4), (length, np.abs(got - expected).max())
+
+
+def test_a_missing_or_damaged_prepared_audio_file_is_a_decode_error(tmp_path):
+    with pytest.raises(DecodeError, match=r"gone\.npy: FileNotFoundError"):
+        read_npy_audio(str(tmp_path / "gone.npy"), 0.0, 1.0, sample_rate=16000)
+    (tmp_path / "cut.npy").write_bytes(b"\x93NUMPY")
+    with pytest.raises(DecodeError, match=r"cut\.npy: ValueError"):
+        read_npy_audio(str(tmp_path / "cut.npy"), 0.0, 1.0, sample_rate=16000)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -181,3 +183,50 @@ def test_not_a_manifest(tmp_path):
     pq.write_table(__import__("pyarrow").table({"a": [1]}), tmp_path / "x.parquet")
     with pytest.raises(ValueError, match="not a crisscross manifest"):
         read_manifest(str(tmp_path / "x.parquet"))
+
+
+@pytest.mark.parametrize("where", ["mid-write", "fsync"])
+def test_a_crash_while_writing_keeps_the_previous_manifest(synthetic, tmp_path, monkeypatch, where):
+    out = tmp_path / "m.parquet"
+    first = build_manifest("esc50", str(synthetic["esc50"]), out=str(out))
+    before = out.read_bytes()
+    write_table = pq.write_table
+
+    def disk_full(*_args):
+        raise OSError(28, "No space left on device")
+
+    def half_then_disk_full(table, where, *args, **kwargs):
+        sink = pa.BufferOutputStream()
+        write_table(table, sink)
+        half = sink.getvalue().to_pybytes()[:100]
+        if isinstance(where, str):  # a path: written in place
+            with open(where, "wb") as stream:
+                stream.write(half)
+        else:
+            where.write(half)
+        disk_full()
+
+    if where == "fsync":
+        monkeypatch.setattr(os, "fsync", disk_full)
+    else:
+        monkeypatch.setattr(pq, "write_table", half_then_disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        build_manifest("esc50", str(synthetic["esc50"]), out=str(out), min_seconds=10)
+    assert out.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.parquet"]  # no temporary left
+    assert read_manifest(str(out)).table.equals(first.manifest.table)
+
+
+@pytest.mark.parametrize("content", [b"", b"PAR1\x00\x00"], ids=["empty", "cut short"])
+def test_an_empty_or_cut_manifest_is_named_in_a_clear_error(tmp_path, content):
+    path = tmp_path / "m.parquet"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}: not a readable manifest"):
+        read_manifest(str(path))
+
+
+def test_damaged_manifest_metadata_is_named_in_a_clear_error(tmp_path):
+    table = pa.table({"a": [1]}).replace_schema_metadata({"crisscross": '{"dataset": "x"'})
+    pq.write_table(table, tmp_path / "m.parquet")
+    with pytest.raises(ValueError, match=r"m\.parquet: a Parquet file with damaged crisscross"):
+        read_manifest(str(tmp_path / "m.parquet"))

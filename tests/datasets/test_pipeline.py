@@ -259,3 +259,23 @@ def test_a_stream_starts_when_less_than_a_cpu_is_free(local_ray):
         assert [r["audio_path"] for r in got[:2]] == [None, "a.npy"]
     finally:
         local_ray.kill(holder)
+
+
+def test_a_missing_prepared_audio_file_is_skipped_and_recorded(local_ray, synthetic, tmp_path):
+    """A prepared copy whose .audio.npy went missing: that sample is skipped and recorded with
+    its path and reason, like a clip that fails to decode; the Ray Data task goes on."""
+    from crisscross.datasets.pipeline import PretextDecoder
+
+    ks = build_manifest(
+        "kinetics_sound", str(synthetic["kinetics_sound"]), out=str(tmp_path / "k.parquet")
+    ).manifest
+    rows = epoch_order(usable_rows(ks, SPEC), seed=0, epoch=0).slice(0, 3).to_pylist()
+    missing = str(tmp_path / "gone.audio.npy")
+    rows[1]["audio_path"] = missing
+    batch = {key: np.asarray([row[key] for row in rows], dtype=object) for key in rows[0]}
+    log = FailureLogRef.create()
+    out = PretextDecoder(SPEC, 0, log.name)(batch)
+    assert out["index"].tolist() == [rows[0]["index"], rows[2]["index"]]
+    failures = log.drain()
+    assert [(f.path, f.epoch) for f in failures] == [(rows[1]["path"], 0)]
+    assert f"{missing}: FileNotFoundError" in failures[0].reason

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import zipfile
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def test_shipped_cluster_file_has_the_three_node_types_and_secure_defaults():
     assert config["file_mounts"]["/home/ray/.ray/auth_token"] == "~/.ray/auth_token"
     head = " ".join(config["head_start_ray_commands"])
     assert "crisscross cluster tracking-server --detach" in head  # MLflow on the private address
+    assert "--dashboard-host=127.0.0.1" in head  # the dashboard on the head's loopback only
     workers = " ".join(config["worker_start_ray_commands"])
     assert "MLFLOW_TRACKING_URI=http://$RAY_HEAD_IP:5000" in workers
 
@@ -62,6 +64,44 @@ BROKEN = {
         ),
         "opens ports 8265-8265 to 0.0.0.0/0: only SSH (22) may be reachable from outside",
     ),
+    "every protocol open to the world": (  # AWS ignores the ports of an IpProtocol -1 rule
+        lambda c: c["provider"]["security_group"].update(
+            IpPermissions=[
+                {
+                    "IpProtocol": "-1",
+                    "FromPort": 22,
+                    "ToPort": 22,
+                    "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+                }
+            ]
+        ),
+        "opens every protocol and port to 0.0.0.0/0: only SSH (22) may be reachable from outside",
+    ),
+    "every protocol open over IPv6": (
+        lambda c: c["provider"]["security_group"].update(
+            IpPermissions=[{"IpProtocol": "-1", "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}]
+        ),
+        "opens every protocol and port to ::/0",
+    ),
+    "a port open to a prefix list": (
+        lambda c: c["provider"]["security_group"].update(
+            IpPermissions=[
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 5000,
+                    "ToPort": 5000,
+                    "PrefixListIds": [{"PrefixListId": "pl-0123abcd"}],
+                }
+            ]
+        ),
+        "opens ports 5000-5000 to prefix list pl-0123abcd: only SSH (22) may be reachable",
+    ),
+    "dashboard on every interface": (
+        lambda c: c["head_start_ray_commands"].__setitem__(
+            1, c["head_start_ray_commands"][1].replace("127.0.0.1", "0.0.0.0")
+        ),
+        "head_start_ray_commands: the Ray dashboard listens on every interface",
+    ),
     "token authentication off": (
         lambda c: c["docker"].update(run_options=["--env RAY_AUTH_MODE=disabled"]),
         "token authentication is not switched on for every node",
@@ -77,6 +117,14 @@ BROKEN = {
     "mlflow on every interface": (
         lambda c: c["head_start_ray_commands"].append("mlflow server --host 0.0.0.0"),
         "head_start_ray_commands: the MLflow server listens on every interface",
+    ),
+    "mlflow on every IPv6 interface": (
+        lambda c: c["head_start_ray_commands"].append("mlflow server --host [::] --port 5000"),
+        "head_start_ray_commands: the MLflow server listens on every interface",
+    ),
+    "mlflow on a short wildcard": (
+        lambda c: c["setup_commands"].append("mlflow ui --host=0"),
+        "setup_commands: the MLflow server listens on every interface",
     ),
     "another ray": (
         lambda c: c["docker"].update(image="rayproject/ray:2.40.0-py311-cpu"),
@@ -187,6 +235,25 @@ def test_a_sweep_keeps_its_state_on_this_machine_and_its_trials_on_shared_storag
     plan = plan_sweep(sweep)
     assert plan.folder == str(tmp_path / "home" / "crisscross" / "runs" / "sweeps" / "s")
     assert plan.trial_runs == "s3://bucket/cc/runs/sweeps/s/pretraining"
+
+
+@pytest.mark.parametrize("host", ["0", "0.0.0.0", "::", "[::]", "*", "", "0:0:0:0:0:0:0:0", "0x0"])
+def test_the_tracking_server_refuses_every_spelling_of_every_interface(run_cli, tmp_path, host):
+    from crisscross.platform.tracking_server import ServerError, default_spec
+
+    with pytest.raises(ServerError, match=f"--host {re.escape(repr(host))} would listen on every"):
+        default_spec(host=host, state_dir=str(tmp_path))
+    result = run_cli("cluster", "tracking-server", "--host", host, "--state-dir", str(tmp_path))
+    assert result.exit_code == 2 and "would listen on every interface" in result.output
+    assert "Traceback" not in result.output
+    assert not list(tmp_path.iterdir())  # nothing started, nothing written
+
+
+@pytest.mark.parametrize("host", ["10.0.1.5", "127.0.0.1", "::1", "head.internal"])
+def test_the_tracking_server_takes_a_single_address(tmp_path, host):
+    from crisscross.platform.tracking_server import default_spec
+
+    assert default_spec(host=host, state_dir=str(tmp_path)).host == host
 
 
 def test_the_tracking_server_refuses_every_interface_and_defaults_to_shared_storage(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 
 from crisscross.config import load_config
 from crisscross.datasets.manifest import build_manifest, read_manifest
@@ -122,3 +123,44 @@ def test_monitor_probe_reports_a_logistic_probe_beside_knn(synthetic):
     assert scores["probe/audio"] == float((predicted == test_y.numpy()).mean())
     kinetics = load_config(QUICKSTART.with_name("kinetics_sound.yaml"))
     assert kinetics.monitor.probe is False  # off unless asked for (the quickstart asks)
+
+
+def test_best_checkpoint_is_swapped_in_whole_or_kept(tmp_path, monkeypatch):
+    """best/ gets each new best whole; a full disk while copying one keeps the previous best/."""
+    import os
+    from pathlib import Path
+
+    import ray.train
+    import torch
+
+    from crisscross.trainers.pretrain import BEST_DIR, STATE_FILE, Checkpointer
+
+    reported = []
+    monkeypatch.setattr(ray.train, "report", lambda metrics, **kw: reported.append(metrics))
+    module = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    saver = Checkpointer(str(tmp_path / "run"), rank=0, world=1)
+
+    def save(step: int) -> None:
+        progress = Progress(step=step, best=float(step))
+        saver.save(
+            module, optimizer, progress, {"step": step},
+            consumed_here=np.arange(2), name=f"checkpoint_step{step:09d}", is_best=True,
+        )  # fmt: skip
+
+    def best_step() -> int:
+        best = tmp_path / "run" / BEST_DIR
+        return torch.load(best / STATE_FILE, weights_only=True)["step"]
+
+    save(1)
+    save(2)
+    assert best_step() == 2 and len(reported) == 2
+
+    def disk_full(*_args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)  # the disk fills while best/ is written
+    with pytest.raises(OSError, match="No space left"):
+        save(3)
+    assert best_step() == 2
+    assert sorted(p.name for p in Path(tmp_path / "run").iterdir()) == [BEST_DIR]

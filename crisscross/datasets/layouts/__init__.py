@@ -21,17 +21,26 @@ class Layout(Protocol):
     def scan(self, tree: Tree) -> Listing: ...
 
 
+# The facts of each dataset live here, once: `kind` (pretext, or the modality a downstream set
+# evaluates), `title` (as the paper's tables write it) and, for downstream sets, the official
+# `folds` (splits).
 LAYOUTS: Registry[Layout] = Registry("dataset")
-LAYOUTS.register("kinetics400", kind="pretext")(lambda **_: Kinetics("kinetics400"))
-LAYOUTS.register("kinetics_sound", kind="pretext")(
+LAYOUTS.register("kinetics400", kind="pretext", title="Kinetics-400")(
+    lambda **_: Kinetics("kinetics400")
+)
+LAYOUTS.register("kinetics_sound", kind="pretext", title="Kinetics-Sound")(
     lambda *, classes_file=None, **_: Kinetics(
         "kinetics_sound", kinetics_sound_classes(classes_file)
     )
 )
-LAYOUTS.register("audioset", kind="pretext")(lambda **_: AudioSet())
-LAYOUTS.register("ucf101", kind="video")(lambda **_: UCF101())
-LAYOUTS.register("hmdb51", kind="video")(lambda **_: HMDB51())
-LAYOUTS.register("esc50", kind="audio")(lambda **_: ESC50())
+LAYOUTS.register("audioset", kind="pretext", title="AudioSet")(lambda **_: AudioSet())
+LAYOUTS.register("ucf101", kind="video", title="UCF101", folds=(1, 2, 3))(lambda **_: UCF101())
+LAYOUTS.register("hmdb51", kind="video", title="HMDB51", folds=(1, 2, 3))(lambda **_: HMDB51())
+LAYOUTS.register("esc50", kind="audio", title="ESC50", folds=(1, 2, 3, 4, 5))(lambda **_: ESC50())
+DOWNSTREAM = [name for name in LAYOUTS.names() if LAYOUTS.meta(name)["kind"] != "pretext"]
+FOLDS: dict[str, tuple[int, ...]] = {n: LAYOUTS.meta(n)["folds"] for n in DOWNSTREAM}
+MODALITY: dict[str, str] = {n: str(LAYOUTS.meta(n)["kind"]) for n in DOWNSTREAM}
+TITLES: dict[str, str] = {n: str(LAYOUTS.meta(n)["title"]) for n in LAYOUTS.names()}
 
 
 def create_layout(name: str, **options: object) -> Layout:
@@ -39,4 +48,16 @@ def create_layout(name: str, **options: object) -> Layout:
     return LAYOUTS.create(name, **options)
 
 
-__all__ = ["LAYOUTS", "Entry", "Layout", "LayoutError", "Listing", "Requirements", "create_layout"]
+__all__ = [
+    "DOWNSTREAM",
+    "FOLDS",
+    "LAYOUTS",
+    "MODALITY",
+    "TITLES",
+    "Entry",
+    "Layout",
+    "LayoutError",
+    "Listing",
+    "Requirements",
+    "create_layout",
+]
