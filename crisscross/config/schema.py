@@ -278,6 +278,9 @@ class RunConfig(Section):
     """CPUs reserved per training worker (the decode actors reserve their own)."""
     checkpoint_every: int = Field(0, ge=0, json_schema_extra=HOW)
     """Also checkpoint every this many steps (0: only at the end of each epoch)."""
+    checkpoint_minutes: float = Field(10.0, ge=0.0, json_schema_extra=HOW)
+    """Also checkpoint when this many minutes passed since the last checkpoint (0: off), so a
+    crash or a stop loses at most that much training."""
     keep_checkpoints: int = Field(3, ge=1, json_schema_extra=HOW)
     """How many of the latest checkpoints to keep in the run's storage."""
     max_failures: int = Field(0, ge=-1, json_schema_extra=HOW)

@@ -84,32 +84,13 @@ def run_data_benchmark(
     """Make the corpus, measure every figure in one run, return the results (see module doc)."""
     import ray  # here, not at the top: the corpus maker below also serves Ray-free benchmarks
 
-    from crisscross.datasets.prepare import VIDEO_FORMATS, PrepareSpec, prepare_dataset
-
     clip = clip or ClipSpec()
     torch.set_num_threads(1)  # one process, one core: the single-process figures compare fairly
     workdir = Path(workdir)
     corpus, rows = kinetics_like_corpus(spec, workdir)
     if not ray.is_initialized():
         ray.init(num_cpus=max(spec.workers, 1), configure_logging=False, log_to_driver=False)
-    copies = {
-        video_format: epoch_order(
-            usable_rows(
-                prepare_dataset(
-                    "kinetics400",
-                    str(corpus),
-                    str(workdir / f"prepared-{video_format}"),
-                    spec=PrepareSpec(
-                        short_side=clip.short_side, fps=clip.fps, video_format=video_format
-                    ),
-                ).manifest,
-                clip,
-            ),
-            seed=spec.seed,
-            epoch=0,
-        ).to_pylist()
-        for video_format in VIDEO_FORMATS
-    }
+    copies = _prepared_copies(corpus, workdir, clip, spec.seed)
     sample = PretextSample(clip, seed=spec.seed)
     on_decode = PretextSample(replace(clip, augment_on="decode"), seed=spec.seed)
     finish = DeviceAugment(clip)
@@ -141,13 +122,7 @@ def run_data_benchmark(
         figures["device_augment_cpu"] = _batch_rate(batches, finish)
     figures["ray_data"], peak_rss = _ray_data(corpus, spec, clip)
     figures["dataloader"] = _dataloader(rows, spec, sample)
-    ratios = {
-        "sample_vs_limit": figures["sample_fn"] / figures["decode_limit"],
-        "ray_vs_dataloader": figures["ray_data"] / figures["dataloader"],
-        "sample_vs_naive": figures["sample_fn"] / figures["naive"],
-        "prepared_vs_raw": figures["prepared"] / figures["sample_fn"],
-        "prepared_frames_vs_raw": figures["prepared_frames"] / figures["sample_fn"],
-    }
+    ratios = _ratios(figures)
     return {
         **figures,
         "ratios": ratios,
@@ -155,13 +130,49 @@ def run_data_benchmark(
         "peak_rss_mib_per_worker": peak_rss,
         "corpus": asdict(spec),
         "clip": asdict(clip),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "ray": ray.__version__,
-            "av": av.__version__,
-        },
+        "machine": _machine(),
+    }
+
+
+def _ratios(figures: dict[str, float]) -> dict[str, float]:
+    """The goals' ratios (GOALS) of the measured figures."""
+    return {
+        "sample_vs_limit": figures["sample_fn"] / figures["decode_limit"],
+        "ray_vs_dataloader": figures["ray_data"] / figures["dataloader"],
+        "sample_vs_naive": figures["sample_fn"] / figures["naive"],
+        "prepared_vs_raw": figures["prepared"] / figures["sample_fn"],
+        "prepared_frames_vs_raw": figures["prepared_frames"] / figures["sample_fn"],
+    }
+
+
+def _prepared_copies(
+    corpus: Path, workdir: Path, clip: ClipSpec, seed: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Epoch 0's rows of the corpus' prepared copy in each video format."""
+    from crisscross.datasets.prepare import VIDEO_FORMATS, PrepareSpec, prepare_dataset
+
+    copies = {}
+    for video_format in VIDEO_FORMATS:
+        prepared = prepare_dataset(
+            "kinetics400",
+            str(corpus),
+            str(workdir / f"prepared-{video_format}"),
+            spec=PrepareSpec(short_side=clip.short_side, fps=clip.fps, video_format=video_format),
+        )
+        rows = usable_rows(prepared.manifest, clip)
+        copies[video_format] = epoch_order(rows, seed=seed, epoch=0).to_pylist()
+    return copies
+
+
+def _machine() -> dict[str, Any]:
+    import ray
+
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "av": av.__version__,
     }
 
 

@@ -32,6 +32,13 @@ class DecodeResources:
     rows_per_task: int = 8
 
 
+def failure_reason(exc: Exception) -> str:
+    """Why a sample was skipped, in one line: a DecodeError's own message (it names the file
+    and the cause), any other exception's type and message."""
+    text = str(exc) if isinstance(exc, DecodeError) else f"{type(exc).__name__}: {exc}"
+    return (text.strip().splitlines() or [type(exc).__name__])[0][:500]
+
+
 def usable_rows(manifest: Manifest, spec: ClipSpec) -> pa.Table:
     """Rows with status ok that are long enough for the sampling mode."""
     need = required_seconds(
@@ -44,22 +51,57 @@ def usable_rows(manifest: Manifest, spec: ClipSpec) -> pa.Table:
     return table.filter(pc.greater_equal(table.column("duration"), need - 1e-6))
 
 
+ORDER_COLUMNS = ("path", "duration", "audio_path")  # what an epoch's rows carry, if present
+
+
+def epoch_table(manifest: Manifest, spec: ClipSpec) -> pa.Table:
+    """`usable_rows` with only ORDER_COLUMNS, in one chunk: what a training worker holds for
+    the run (not the whole manifest); a take from one chunk copies only the rows taken, where
+    a take from several first joins them (the whole path column, every epoch)."""
+    table = usable_rows(manifest, spec)
+    return table.select([c for c in ORDER_COLUMNS if c in table.column_names]).combine_chunks()
+
+
+def epoch_rows_at(positions: np.ndarray, *, rows: int, seed: int, epoch: int) -> np.ndarray:
+    """The table rows at `positions` (sorted int64) of the epoch's order of `rows` rows, each
+    repeat a pass over all of them: position p is row perm_k[p % rows] with k = p // rows and
+    perm_k the seeded permutation of (seed, epoch, k). A worker asks for its share only and
+    holds one repeat's permutation at a time (int32: 4 bytes a row)."""
+    positions = np.asarray(positions, np.int64)
+    out = np.empty(len(positions), np.int64)
+    if not len(positions):
+        return out
+    for k in range(int(positions[0]) // rows, int(positions[-1]) // rows + 1):
+        lo, hi = np.searchsorted(positions, [k * rows, (k + 1) * rows])
+        if lo < hi:
+            perm = np.arange(rows, dtype=np.int32)
+            np.random.default_rng([seed, epoch, k]).shuffle(perm)
+            out[lo:hi] = perm[positions[lo:hi] - k * rows]
+    return out
+
+
+def epoch_rows(table: pa.Table, positions: np.ndarray, *, seed: int, epoch: int) -> pa.Table:
+    """The rows at `positions` of the epoch's order (`epoch_rows_at`), numbered by `index`
+    (their positions) and marked with `epoch`."""
+    rows = table.select([c for c in ORDER_COLUMNS if c in table.column_names])
+    at = epoch_rows_at(positions, rows=table.num_rows, seed=seed, epoch=epoch)
+    rows = rows.take(pa.array(at))
+    rows = rows.append_column("index", pa.array(np.asarray(positions, np.int64), pa.int64()))
+    return rows.append_column("epoch", pa.array(np.full(len(at), epoch), pa.int64()))
+
+
 def epoch_order(table: pa.Table, *, seed: int, epoch: int, repeats: int = 1) -> pa.Table:
-    """The epoch's rows, each `repeats` times, shuffled by (seed, epoch), numbered by `index`."""
-    order = np.tile(np.arange(table.num_rows), repeats)
-    np.random.default_rng([seed, epoch]).shuffle(order)
-    rows = table.select(
-        ["path", "duration", *(["audio_path"] if "audio_path" in table.column_names else [])]
-    )
-    rows = rows.take(pa.array(order))
-    rows = rows.append_column("index", pa.array(np.arange(len(order)), pa.int64()))
-    return rows.append_column("epoch", pa.array(np.full(len(order), epoch), pa.int64()))
+    """The epoch's rows, each `repeats` times, shuffled by (seed, epoch), numbered by `index`
+    (the whole order; a training worker builds its share with `epoch_rows`)."""
+    total = table.num_rows * repeats
+    return epoch_rows(table, np.arange(total, dtype=np.int64), seed=seed, epoch=epoch)
 
 
 class PretextTorchDataset(torch.utils.data.Dataset):
     """The same per-sample function as a map-style torch Dataset (debugging, benchmark baseline).
 
-    A sample that fails gives None; `collate_skipping_failures` drops it and counts it.
+    A sample that fails, by any exception (a damaged or missing file, a decoder's RuntimeError,
+    a MemoryError), gives None; `collate_skipping_failures` drops it and counts it.
     """
 
     def __init__(self, rows: pa.Table, sample: PretextSample) -> None:
@@ -73,8 +115,8 @@ class PretextTorchDataset(torch.utils.data.Dataset):
         row = self.rows[i]
         try:
             return self.sample(row, epoch=int(row["epoch"]), index=int(row["index"]))
-        except (DecodeError, ValueError) as exc:
-            log.warning("skipped %s: %s", row["path"], exc)
+        except Exception as exc:  # one poison file must not stop the epoch: logged, skipped
+            log.warning("skipped %s: %s", row["path"], failure_reason(exc))
             return None
 
 

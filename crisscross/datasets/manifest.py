@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,7 +19,8 @@ import pyarrow.parquet as pq
 from crisscross.datasets.fs import Tree, atomic_output, join, resolve
 from crisscross.datasets.layouts import create_layout
 from crisscross.datasets.layouts.base import Entry
-from crisscross.datasets.probe import FACTS, judge, probe, usable_seconds
+from crisscross.datasets.probe import FACTS, judge, usable_seconds
+from crisscross.datasets.probe_run import parts_folder, probe_files, remove_parts
 
 log = logging.getLogger(__name__)
 STATUSES = ("ok", "no_audio", "too_short", "unreadable", "missing_on_disk", "unlisted")
@@ -100,8 +99,12 @@ def build_manifest(
     min_seconds: float | None = None,
     classes_file: str | None = None,
     workers: int | None = None,
+    progress: bool = False,
 ) -> BuildReport:
-    """List `root` in the layout of `dataset`, probe every file in parallel, write Parquet."""
+    """List `root` in the layout of `dataset`, probe every file in parallel, write Parquet.
+
+    Probes are written as they come to `<out>.parts/` (a rerun after an interruption probes
+    only the rest), merged into the manifest and removed. `progress`: a bar on stderr."""
     layout = create_layout(dataset, classes_file=classes_file)
     needs = layout.requirements
     if min_seconds is not None:
@@ -109,9 +112,44 @@ def build_manifest(
     tree = Tree(root)
     listing = layout.scan(tree)
     out = out or default_manifest_path(dataset, root)
-    cached = _cached_facts(out, dataset, root)
+    rows, to_probe = _listed_rows(tree, listing.entries, _cached_facts(out, dataset, root))
+    parts = parts_folder(out)
+    probed = probe_files(
+        to_probe,
+        needs=needs,
+        parts=parts,
+        schema=SCHEMA,
+        meta={"dataset": dataset, "root": root},
+        workers=workers,
+        progress=progress,
+    )
+    for row, facts in zip(to_probe, probed, strict=True):
+        row.update(facts)
+    for row, entry in zip(rows, listing.entries, strict=True):
+        if entry.status is None:
+            row["status"], row["reason"] = judge(row, needs)
+            row["duration"] = usable_seconds(row, needs)
+    manifest = Manifest(
+        pa.Table.from_pylist(rows, schema=SCHEMA), dataset, root, listing.classes, needs.min_seconds
+    )
+    write_manifest(manifest, out)
+    remove_parts(parts)  # merged into the manifest
+    return BuildReport(
+        manifest,
+        out,
+        len(to_probe),
+        len(rows) - len(to_probe) - _preset(listing.entries),
+        listing.notes,
+    )
+
+
+def _listed_rows(
+    tree: Tree, entries: list[Entry], cached: dict[tuple, dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A row per listed entry, with the facts of an unchanged file (same size and mtime) from
+    the previous manifest; and the rows still to probe (the same dicts)."""
     rows, to_probe = [], []
-    for entry in listing.entries:
+    for entry in entries:
         stat = tree.files.get(entry.rel)
         row = _row(
             entry, tree.uri(entry.rel), stat.size if stat else None, stat.mtime_ns if stat else None
@@ -123,26 +161,7 @@ def build_manifest(
                 row.update(cached[key])
             else:
                 to_probe.append(row)
-    with ThreadPoolExecutor(max_workers=workers or min(32, 4 * (os.cpu_count() or 1))) as pool:
-        for row, facts in zip(
-            to_probe, pool.map(lambda r: probe(r["path"], r["size_bytes"]), to_probe), strict=True
-        ):
-            row.update(facts)
-    for row, entry in zip(rows, listing.entries, strict=True):
-        if entry.status is None:
-            row["status"], row["reason"] = judge(row, needs)
-            row["duration"] = usable_seconds(row, needs)
-    manifest = Manifest(
-        pa.Table.from_pylist(rows, schema=SCHEMA), dataset, root, listing.classes, needs.min_seconds
-    )
-    write_manifest(manifest, out)
-    return BuildReport(
-        manifest,
-        out,
-        len(to_probe),
-        len(rows) - len(to_probe) - _preset(listing.entries),
-        listing.notes,
-    )
+    return rows, to_probe
 
 
 def _preset(entries: list[Entry]) -> int:

@@ -2,8 +2,8 @@
 epoch order and the torch Dataset, are in `epochs` and re-exported here).
 
 Only manifest rows (paths and probed facts) enter Ray's object store; each decode actor opens the
-files itself. A sample that fails to decode is skipped and recorded, with its path and reason, in a
-named FailureLog actor; `EpochData.failures()` drains it at the end of the epoch.
+files itself. A sample that fails, by any exception, is skipped and recorded, with its path and
+reason, in a named FailureLog actor; `EpochData.failures()` drains it at the end of the epoch.
 
 `EpochStream` runs several consecutive epochs through one pipeline, so that the decode actors
 start once rather than at every epoch (short epochs spent most of their time starting them);
@@ -26,12 +26,14 @@ import pyarrow as pa
 import ray
 import torch
 
-from crisscross.datasets.decode import DecodeError
 from crisscross.datasets.epochs import (
     DecodeResources,
     PretextTorchDataset,
     collate_skipping_failures,
     epoch_order,
+    epoch_rows,
+    epoch_table,
+    failure_reason,
     usable_rows,
 )
 from crisscross.datasets.manifest import Manifest
@@ -51,6 +53,8 @@ __all__ = [  # the Ray-free names are re-exported: callers import the data path 
     "device_batches",
     "epoch_dataset",
     "epoch_order",
+    "epoch_rows",
+    "epoch_table",
     "failure_summary",
     "iter_batches",
     "pretext_epoch",
@@ -144,8 +148,8 @@ class PretextDecoder:
             decoded = True
             try:
                 out = self.sample(row, epoch=int(row["epoch"]), index=int(row["index"]))
-            except (DecodeError, ValueError) as exc:
-                self._record(Failure(str(row["path"]), str(exc), int(row["epoch"])))
+            except Exception as exc:  # any per-sample failure: recorded, the task goes on
+                self._record(Failure(str(row["path"]), failure_reason(exc), int(row["epoch"])))
                 if not self.keep_failed:
                     continue
                 decoded = False

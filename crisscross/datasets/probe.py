@@ -4,7 +4,8 @@
 judged again under other requirements without reopening the file. `duration` is the longest of the
 container's and the streams' durations; `video_seconds` and `audio_seconds` say where each stream
 ends, and `usable_seconds` is how long every stream a dataset needs lasts: a window must lie inside
-all of them (the reference keeps windows inside the shorter stream).
+all of them (the reference keeps windows inside the shorter stream). Frames larger than
+MAX_PIXELS are `unreadable`: a few KB of such a file cost gigabytes to decode.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ import av
 
 from crisscross.datasets.fs import resolve
 from crisscross.datasets.layouts.base import Requirements
+
+# 4096 x 4096, 16.8 Mpx: every 4K and DCI-4K frame fits; a decoded frame above it is over 50 MB
+# in RGB and a sample decodes several (8192 x 8192: 200 MB each)
+MAX_PIXELS = 4096 * 4096
 
 FACTS: dict[str, Any] = {  # every probed column and its value when unknown
     "duration": None,
@@ -80,11 +85,12 @@ def _read_streams(container: av.container.InputContainer, facts: dict[str, Any])
             "fps": float(rate) if rate else None,
         }
         facts["video_seconds"] = _stream_end(stream)
-        first = next(container.decode(stream), None)  # proves the stream decodes
-        if first is None:
-            raise ValueError("the video stream has no decodable frame")
-        facts["rotation"] = int(first.rotation or 0)
-        container.seek(0)
+        if not _oversized(facts):  # an oversized frame is judged without decoding one
+            first = next(container.decode(stream), None)  # proves the stream decodes
+            if first is None:
+                raise ValueError("the video stream has no decodable frame")
+            facts["rotation"] = int(first.rotation or 0)
+            container.seek(0)
     if container.streams.audio:
         stream = container.streams.audio[0]
         facts |= {
@@ -101,6 +107,17 @@ def _read_streams(container: av.container.InputContainer, facts: dict[str, Any])
     if facts["fps"] and facts["duration"]:
         frames = container.streams.video[0].frames
         facts["frames"] = int(frames) if frames else round(facts["duration"] * facts["fps"])
+
+
+def _oversized(facts: dict[str, Any]) -> str:
+    """Why the video's frames are over MAX_PIXELS, or "" when they are not (or unknown)."""
+    width, height = facts.get("width") or 0, facts.get("height") or 0
+    if width * height <= MAX_PIXELS:
+        return ""
+    return (
+        f"video frames of {width}x{height} ({width * height / 1e6:.1f} Mpx) are larger than "
+        f"the cap of {MAX_PIXELS / 1e6:.1f} Mpx (4096x4096)"
+    )
 
 
 def _stream_end(stream: av.stream.Stream) -> float | None:
@@ -129,6 +146,8 @@ def judge(facts: dict[str, Any], needs: Requirements) -> tuple[str, str]:
         return "unreadable", facts["error"]
     if needs.video and not facts["has_video"]:
         return "unreadable", "no video stream"
+    if needs.video and _oversized(facts):
+        return "unreadable", _oversized(facts)
     problems = []
     duration = usable_seconds(facts, needs) or 0.0
     if duration < needs.min_seconds:

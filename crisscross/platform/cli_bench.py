@@ -418,6 +418,48 @@ def bench_cli(repeats: int) -> None:
     click.echo(cli_table(times))
 
 
+@bench.command("scale")
+@click.option(
+    "--rows",
+    default=2_000_000,
+    show_default=True,
+    type=click.IntRange(min=1000),
+    help="Rows of the synthetic AudioSet manifest (segments CSV lines).",
+)
+@click.option(
+    "--workers",
+    default=16,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Training workers the epoch is sharded for.",
+)
+@click.option(
+    "--repeats",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="optim.repeats_per_epoch.",
+)
+@click.option(
+    "--batch",
+    default=2048,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="optim.batch_size (a multiple of --workers).",
+)
+@JSON_OPTION
+def bench_scale(rows: int, workers: int, repeats: int, batch: int, json_path: str | None) -> None:
+    """Seconds and peak memory of every per-row step on a synthetic manifest without media:
+    listing, judging, Parquet write and read, epoch order, checkpoint data position, resume."""
+    from crisscross.datasets.bench_scale import run_scale, scale_table
+
+    if batch % workers:
+        raise BadInput(f"--batch {batch} is not a multiple of --workers {workers}")
+    results = run_scale(rows=rows, workers=workers, repeats=repeats, batch=batch)
+    click.echo(scale_table(results))
+    write_results(results, json_path)
+
+
 def require_device(device: str) -> None:
     import torch
 

@@ -90,7 +90,9 @@ def manifest(
 ) -> None:
     """Probe every file of DATASET under ROOT and write its manifest (Parquet).
 
-    Files whose size and modification time did not change keep their earlier probe.
+    Files whose size and modification time did not change keep their earlier probe. A bar on
+    stderr shows files/s, the ETA and the counts per status; probes are saved as they come in
+    OUT.parts/, so the same command after an interruption probes only the rest.
     """
     from crisscross.datasets.layouts import LayoutError
     from crisscross.datasets.manifest import build_manifest, summary
@@ -104,6 +106,7 @@ def manifest(
             min_seconds=min_seconds,
             classes_file=classes_file,
             workers=workers,
+            progress=True,
         )
     except (LayoutError, FileNotFoundError, NotADirectoryError) as exc:
         raise BadInput(str(exc)) from None

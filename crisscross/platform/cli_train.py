@@ -48,7 +48,8 @@ def pretrain(
         extra["run.workers"] = workers
     with tempfile.TemporaryDirectory(prefix="crisscross-resume-") as scratch:
         if resume_run:
-            from crisscross.platform.pretrain import PretrainError, resume_target
+            from crisscross.platform.pretrain import PretrainError
+            from crisscross.platform.resume import resume_target
 
             try:
                 saved, where = resume_target(resume_run, scratch)

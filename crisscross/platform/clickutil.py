@@ -48,18 +48,33 @@ class RunFailed(click.ClickException):
     exit_code = 1
 
 
+class Interrupted(click.ClickException):
+    """Stopped by a signal: exit status 128 + its number (130 SIGINT, 143 SIGTERM), one message."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 @contextmanager
 def as_exit_status() -> Iterator[None]:
-    """Bad input -> exit 2, a run stopped in training -> exit 1; one message, no traceback."""
+    """Bad input -> exit 2, a run stopped in training -> exit 1, stopped by a signal -> 128 +
+    its number; one message, no traceback."""
+    import signal
+
     from crisscross.platform.evaluation import EvalError
-    from crisscross.platform.pretrain import PretrainError, RunFailedError
+    from crisscross.platform.pretrain import PretrainError, RunFailedError, RunInterruptedError
 
     try:
         yield
     except (PretrainError, EvalError) as exc:
         raise BadInput(str(exc)) from None
+    except RunInterruptedError as exc:
+        raise Interrupted(str(exc), exc.signum) from None
     except RunFailedError as exc:
         raise RunFailed(str(exc)) from None
+    except KeyboardInterrupt:  # Ctrl-C before or after training: nothing half-written to keep
+        raise Interrupted("interrupted (SIGINT)", signal.SIGINT) from None
 
 
 def load_experiment(

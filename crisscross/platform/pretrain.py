@@ -2,7 +2,8 @@
 
 Order: inputs are checked (data, manifest, batch, resources, tracking store) before any worker
 starts; the run folder `<run.output_dir>/<run.name>` ties Ray's checkpoints to one MLflow run, so
-the same command continues where it stopped, in the same MLflow run.
+the same command continues where it stopped, in the same MLflow run. A lease keeps one writer per
+run folder; SIGINT/SIGTERM checkpoint at the current step and close the run as KILLED.
 """
 
 from __future__ import annotations
@@ -10,24 +11,28 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import signal
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import ray
 import ray.train
+import requests
 import torch
-import yaml
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray.train.torch import TorchTrainer
 
 import crisscross
 from crisscross.config import ExperimentConfig, dump_config
-from crisscross.config.schema import runs_how
+from crisscross.datasets.epoch_identity import identity_rows
 from crisscross.datasets.fs import join, resolve
 from crisscross.datasets.layouts import LayoutError
 from crisscross.datasets.manifest import (
@@ -37,22 +42,30 @@ from crisscross.datasets.manifest import (
 )
 from crisscross.datasets.pipeline import usable_rows
 from crisscross.models.weights import save_backbone
-from crisscross.platform.redact import MASK, public_config, redact, redact_tree
-from crisscross.platform.run_record import RecordError, read_record, write_record
+from crisscross.platform.journal import JOURNAL_FILE
+from crisscross.platform.lease import Lease, LeaseError
+from crisscross.platform.loss_plot import plot_losses
+from crisscross.platform.redact import public_config, redact, redact_tree
+from crisscross.platform.resume_check import ResumeRefusedError, check_resume, record_data
+from crisscross.platform.run_record import read_record, write_record
+from crisscross.platform.stopping import StopNow, StopRequest
 from crisscross.platform.storage import absolute, output_location
 from crisscross.platform.tracking import (
     MlflowTracker,
     TrackingError,
     check_tracking,
+    close_run,
     experiment_id,
     flatten,
     log_params_and_tags,
     set_tag,
     tracking_uri,
+    unanswered,
 )
 from crisscross.trainers.builders import build_model, clip_spec
 from crisscross.trainers.monitor import MonitorSet
-from crisscross.trainers.pretrain import BEST_DIR, STATE_FILE, PretrainJob, train_loop_per_worker
+from crisscross.trainers.pretrain import BEST_DIR, STATE_FILE, PretrainJob
+from crisscross.trainers.worker_loop import train_loop_per_worker
 
 
 class PretrainError(RuntimeError):
@@ -61,6 +74,14 @@ class PretrainError(RuntimeError):
 
 class RunFailedError(RuntimeError):
     """Training started but did not finish; the message says where it stopped and what is kept."""
+
+
+class RunInterruptedError(RunFailedError):
+    """Stopped by a signal (SIGINT, SIGTERM); the command exits with 128 + `signum`."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 @dataclass(frozen=True)
@@ -236,13 +257,6 @@ def check_resources(config: ExperimentConfig, *, local: bool, say: Callable[[str
         say(f"note: {problem} (waiting for the autoscaler to add nodes)")
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    a, b = flatten(old), flatten(new)
-    keys = sorted(set(a) | set(b))
-    # what may change on resume: the keys that say how a run runs (config.schema.HOW)
-    return [k for k in keys if a.get(k) != b.get(k) and not runs_how(k)]
-
-
 def git_commit() -> str:
     """The code's commit: $CRISSCROSS_GIT_COMMIT when set (a Ray job's working directory is
     uploaded without .git), else git's HEAD beside the package, else "unknown"."""
@@ -270,22 +284,13 @@ def open_run(
     manifest: str,
     *,
     tags: Mapping[str, str] | None = None,
+    rows: pa.Table | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """(MLflow run id, run record): the run recorded in the run folder, or a new one with
-    `tags` besides the standard ones."""
+    `tags` besides the standard ones, its record keeping the epoch's `rows` (`identity_rows`)."""
     dumped = redact_tree(config.model_dump(by_alias=True, mode="json"))  # as the record holds it
-    try:
-        record = read_record(run_dir)
-    except RecordError as exc:
-        raise PretrainError(str(exc)) from None
+    record = checked_record(config, run_dir)
     if record is not None:
-        changed = _differences(redact_tree(record.get("config") or {}), dumped)
-        if changed:
-            raise PretrainError(
-                f"{run_dir} holds run '{config.run.name}' started with another config "
-                f"(differs at: {', '.join(changed[:8])}); resume it with its config, or start a "
-                "new run with another run.name (or run.output_dir)"
-            )
         run_id = record["mlflow_run_id"]
         try:
             client.get_run(run_id)
@@ -322,8 +327,23 @@ def open_run(
         path.write_text(dump_config(public_config(config)))
         client.log_artifact(run_id, str(path))
     record = {"mlflow_run_id": run_id, "tracking_uri": client.tracking_uri, "config": dumped}
+    if rows is not None:
+        record["data"] = record_data(run_dir, rows)
     write_record(run_dir, record)
     return run_id, {}
+
+
+def checked_record(
+    config: ExperimentConfig,
+    run_dir: str,
+    rows: pa.Table | None = None,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any] | None:
+    """`check_resume`, its refusal a PretrainError."""
+    try:
+        return check_resume(config, run_dir, rows, say=say)
+    except ResumeRefusedError as exc:
+        raise PretrainError(str(exc)) from None
 
 
 def run_pretrain(
@@ -340,35 +360,64 @@ def run_pretrain(
     Ray Train callbacks (the one that reports to Tune)."""
     manifest = pretext_manifest(config, say)
     steps, usable, digest = steps_per_epoch(config, manifest)
+    storage = output_location(config.run.output_dir)
+    run_dir = join(storage, config.run.name)
+    rows = identity_rows(read_manifest(manifest), clip_spec(config))
+    checked_record(config, run_dir, rows, say)  # a resume on other data: refused before Ray
     sets = monitor_sets(config) if monitor is None else monitor
     uri, local = tracking_and_ray(config, say)
     check_resources(config, local=local, say=say)
 
-    storage = output_location(config.run.output_dir)
-    run_dir = join(storage, config.run.name)
-    client = MlflowClient(uri)
-    run_id, record = open_run(client, config, run_dir, digest, manifest, tags=tags)
-    resumed = bool(record)
-    if record.get("finished_step") is not None:
+    with hold(run_dir, say):
+        client = MlflowClient(uri)
+        run_id, record = open_run(client, config, run_dir, digest, manifest, tags=tags, rows=rows)
+        if record.get("finished_step") is not None:
+            say(
+                f"run '{config.run.name}' already finished at step {record['finished_step']} "
+                f"(MLflow run {run_id}); nothing to do. Another run.name starts a new run."
+            )
+            done = outcome_of(client, run_id, uri, run_dir, record)
+            return dataclasses.replace(done, trained=False)
         say(
-            f"run '{config.run.name}' already finished at step {record['finished_step']} "
-            f"(MLflow run {run_id}); nothing to do. Another run.name starts a new run."
+            f"run '{config.run.name}': {usable} clips, {steps} steps/epoch x "
+            f"{config.optim.epochs} epochs, {config.run.workers} worker(s); MLflow run {run_id} "
+            f"({'resumed' if record else 'new'}) in {redact(uri)}; checkpoints in "
+            f"{redact(run_dir)}"
         )
-        return dataclasses.replace(outcome_of(client, run_id, uri, run_dir, record), trained=False)
-    say(
-        f"run '{config.run.name}': {usable} clips, {steps} steps/epoch x {config.optim.epochs} "
-        f"epochs, {config.run.workers} worker(s); MLflow run {run_id} "
-        f"({'resumed' if resumed else 'new'}) in {redact(uri)}; checkpoints in {redact(run_dir)}"
-    )
-    job = PretrainJob(
-        config=config.model_dump(by_alias=True),
-        manifest=manifest,
-        steps_per_epoch=steps,
-        storage=run_dir,
-        tracker=MlflowTracker(uri, run_id),
-        monitor_sets=sets,
-    )
-    r = config.run
+        job = PretrainJob(
+            config=config.model_dump(by_alias=True),
+            manifest=manifest,
+            steps_per_epoch=steps,
+            storage=run_dir,
+            tracker=MlflowTracker(uri, run_id, journal=join(run_dir, JOURNAL_FILE)),
+            monitor_sets=sets,
+        )
+        result = train(job, client, run_id, storage=storage, say=say, callbacks=callbacks)
+        outcome = result.return_value or {}
+        try:
+            done = finish(client, config, run_id, uri, run_dir, result.checkpoint, storage)
+        except (MlflowException, requests.RequestException) as exc:
+            raise RunFailedError(
+                f"training reached step {outcome.get('step')}, but {unanswered(exc, client)} "
+                f"while the run was closed; the checkpoints stay in {run_dir}: run the same "
+                "command again once it answers, to export the backbones and close the run"
+            ) from None
+        return dataclasses.replace(done, timing=dict(outcome.get("timing") or {}))
+
+
+def train(
+    job: PretrainJob,
+    client: MlflowClient,
+    run_id: str,
+    *,
+    storage: str,
+    say: Callable[[str], None],
+    callbacks: Sequence[Any] = (),
+) -> ray.train.Result:
+    """Run the TorchTrainer of `job`; its Result when training completed. Else RunFailedError
+    with the MLflow run closed as FAILED, or, after SIGINT/SIGTERM, RunInterruptedError with
+    the run closed as KILLED (the workers checkpoint at the current step first)."""
+    r, run_dir = job.experiment().run, job.storage
     trainer = torch_trainer(
         _loop,
         job,
@@ -378,22 +427,64 @@ def run_pretrain(
         keep_checkpoints=r.keep_checkpoints,
         callbacks=callbacks,
     )
-    try:
-        result = trainer.fit()
-    except ray.train.TrainingFailedError as exc:
-        client.set_terminated(run_id, status="FAILED")
-        raise RunFailedError(
-            f"training failed ({_first_line(exc)}); checkpoints stay in {run_dir}: run the same "
-            "command again to continue from the last one"
-        ) from None
+    # Ray Train's own SIGINT handler aborts the workers at once, without a checkpoint: ours asks
+    # them to checkpoint first (it is installed inside fit(), hence replaced on the instance)
+    trainer._register_sigint_handler = lambda controller: None
+    with StopRequest(run_dir, say=say) as stop:
+        try:
+            result = trainer.fit()
+        except StopNow as now:
+            raise interrupted(client, run_id, now.signum, None, run_dir) from None
+        except ray.train.TrainingFailedError as exc:
+            if stop.signum:
+                raise interrupted(client, run_id, stop.signum, None, run_dir) from None
+            note = close_run(client, run_id, "FAILED")
+            raise RunFailedError(
+                f"training failed ({_first_line(exc)}); checkpoints stay in {run_dir}: run the "
+                f"same command again to continue from the last one{note}"
+            ) from None
     outcome = result.return_value or {}
+    if outcome.get("interrupted"):
+        raise interrupted(client, run_id, stop.signum or signal.SIGTERM, result, run_dir)
     if outcome.get("stopped"):
-        client.set_tag(run_id, "crisscross.stopped", outcome["stopped"])
-        client.set_terminated(run_id, status="FAILED")
+        note = close_run(client, run_id, "FAILED", {"crisscross.stopped": outcome["stopped"]})
         kept = result.checkpoint.path if result.checkpoint else "none"
-        raise RunFailedError(f"{outcome['stopped']}; the last good checkpoint stays: {kept}")
-    done = finish(client, config, run_id, uri, run_dir, result.checkpoint, storage)
-    return dataclasses.replace(done, timing=dict(outcome.get("timing") or {}))
+        raise RunFailedError(f"{outcome['stopped']}; the last good checkpoint stays: {kept}{note}")
+    return result
+
+
+def interrupted(
+    client: MlflowClient,
+    run_id: str,
+    signum: int,
+    result: ray.train.Result | None,
+    run_dir: str,
+) -> RunInterruptedError:
+    """Close the MLflow run as KILLED, saying why; the error the command ends with."""
+    name = signal.Signals(signum).name
+    if result is not None and result.checkpoint is not None:
+        step = (result.return_value or {}).get("step")
+        what = f"{name} at step {step}: checkpoint {redact(result.checkpoint.path)} written"
+    else:
+        what = f"{name} before a checkpoint at the current step: the last one in {run_dir} stays"
+    note = close_run(client, run_id, "KILLED", {"crisscross.stopped": what})
+    return RunInterruptedError(
+        signum, f"stopped by {what}; run the same command again to continue from it{note}"
+    )
+
+
+@contextmanager
+def hold(run_dir: str, say: Callable[[str], None]) -> Iterator[None]:
+    """The run folder's lease for the block (one writer per run folder), or PretrainError."""
+    try:
+        lease = Lease(run_dir, what="pretraining", say=say)
+        lease.acquire()
+    except LeaseError as exc:
+        raise PretrainError(str(exc)) from None
+    try:
+        yield
+    finally:
+        lease.release()
 
 
 def _loop(train_config: dict[str, Any]) -> dict[str, Any]:
@@ -502,61 +593,3 @@ def outcome_of(
         after,
         baseline=baseline,
     )
-
-
-def resume_target(run_id: str, scratch: str, uri: str | None = None) -> tuple[str, dict[str, str]]:
-    """(the run's config file, downloaded into `scratch`; overrides placing its run folder)."""
-    from mlflow.artifacts import download_artifacts
-
-    uri = uri or tracking_uri(ExperimentConfig())
-    client = MlflowClient(uri)
-    try:
-        run = client.get_run(run_id)
-    except Exception:
-        raise PretrainError(
-            f"--resume {run_id}: no such run in the tracking store {redact(uri)} "
-            "(set MLFLOW_TRACKING_URI to the store it was logged to)"
-        ) from None
-    run_dir = run.data.tags.get("crisscross.run_dir")
-    if not run_dir:
-        raise PretrainError(f"--resume {run_id}: not a crisscross pretraining run (no run folder)")
-    config = download_artifacts(
-        run_id=run_id, artifact_path="config.yaml", dst_path=scratch, tracking_uri=uri
-    )
-    storage, _, name = run_dir.rstrip("/").rpartition("/")
-    where = {"run.output_dir": storage, "run.name": name}
-    saved = yaml.safe_load(Path(config).read_text()) or {}
-    if MASK in str((saved.get("tracking") or {}).get("uri") or ""):
-        where["tracking.uri"] = uri  # the logged copy had its credentials masked
-    return config, where
-
-
-def plot_losses(client: MlflowClient, run_id: str, path: Path) -> bool:
-    """The total loss and the six terms against the step; False when nothing was logged."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from crisscross.models import TERMS
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    drawn = False
-    for key in ("loss", *TERMS):
-        history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
-        if history:
-            ax.plot(
-                [m.step for m in history],
-                [m.value for m in history],
-                label=key,
-                linewidth=2 if key == "loss" else 1,
-            )
-            drawn = True
-    if drawn:
-        ax.set_xlabel("step")
-        ax.set_ylabel("negative cosine similarity")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return drawn

@@ -25,6 +25,7 @@ from ray import tune
 from crisscross.config import ExperimentConfig, apply_overrides
 from crisscross.config.sweep_schema import CASE, Domain, SweepConfig
 from crisscross.datasets.fs import atomic_write_text
+from crisscross.platform.lease import Lease, LeaseError
 from crisscross.platform.pretrain import (
     PretrainError,
     cpu_request,
@@ -342,7 +343,20 @@ class SweepOutcome:
 def run_sweep(
     plan: SweepPlan, *, resume: bool = False, say: Callable[[str], None] = print
 ) -> SweepOutcome:
-    """Check, search, select, write; SweepError for bad input before any trial starts."""
+    """Check, search, select, write; SweepError for bad input before any trial starts, or
+    when another sweep process holds the sweep folder."""
+    try:
+        lease = Lease(plan.folder, what="sweep", other="another sweep name", say=say)
+        lease.acquire()
+    except LeaseError as exc:
+        raise SweepError(str(exc)) from None
+    try:
+        return _run_sweep(plan, resume=resume, say=say)
+    finally:
+        lease.release()
+
+
+def _run_sweep(plan: SweepPlan, *, resume: bool, say: Callable[[str], None]) -> SweepOutcome:
     started = prepare(plan, resume=resume, say=say)
     sweep = plan.sweep
     say(

@@ -6,6 +6,8 @@ absolute on the driver, because Ray workers run in other directories.
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -19,10 +21,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from crisscross.config import ExperimentConfig
+from crisscross.platform.journal import BATCH, MetricJournal
 from crisscross.platform.redact import redact, scrub
 
+log = logging.getLogger(__name__)
 DEFAULT_STORE = "mlflow.db"
-BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
 class TrackingError(RuntimeError):
@@ -60,14 +63,32 @@ def _fail_fast() -> Iterator[None]:
                 os.environ[key] = value
 
 
+@contextmanager
+def _one_creator(uri: str) -> Iterator[None]:
+    """For a sqlite store, one process at a time in the block: MLflow creates and migrates the
+    schema on first use, and processes doing that at once all fail (`table ... already exists`)
+    and leave the store broken. A file lock beside the database serialises them."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    fd = os.open(db.parent / f".{db.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def check_tracking(uri: str) -> None:
-    """Raise TrackingError, before any training starts, when the store at `uri` does not answer."""
+    """Raise TrackingError, before any training starts, when the store at `uri` does not answer.
+    A new sqlite store is created here, by the driver, before any worker opens it."""
     if uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir():
             raise TrackingError(f"tracking store {redact(uri)}: folder {folder} does not exist")
     try:
-        with _fail_fast():
+        with _fail_fast(), _one_creator(uri):
             MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # any failure here means the store is unusable
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -76,6 +97,30 @@ def check_tracking(uri: str) -> None:
             f"tracking server {redact(uri)} is unreachable ({first[:300]}); start it, or set "
             "tracking.uri / MLFLOW_TRACKING_URI to one that answers (unset: a local sqlite store)"
         ) from None
+
+
+def close_run(
+    client: MlflowClient, run_id: str, status: str, tags: Mapping[str, str] | None = None
+) -> str:
+    """Set the run's `tags` and final `status` within seconds; "" when done, else a sentence
+    to add to the message the command ends with (the server did not answer)."""
+    try:
+        with _fail_fast():
+            for key, value in (tags or {}).items():
+                client.set_tag(run_id, key, redact(str(value)))
+            client.set_terminated(run_id, status=status)
+    except Exception as exc:  # any failure: the command still ends with its own message
+        return (
+            f" (MLflow run {run_id} still shows RUNNING, not {status}: {unanswered(exc, client)})"
+        )
+    return ""
+
+
+def unanswered(exc: BaseException, client: MlflowClient) -> str:
+    """ "the tracking server <uri> did not answer (<first line>)", credentials masked."""
+    text = str(exc).strip()
+    first = scrub(text.splitlines()[0] if text else type(exc).__name__, client.tracking_uri)
+    return f"the tracking server {redact(client.tracking_uri)} did not answer ({first[:300]})"
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -116,6 +161,13 @@ def set_tag(client: MlflowClient, run_id: str, key: str, value: str) -> None:
     client.set_tag(run_id, key, redact(str(value)))
 
 
+# A worker's MLflow calls: one retry and a short timeout (MLflow's defaults, 7 retries with
+# backoff and 120 s, keep every rank waiting in the all-reduce for minutes); set explicitly, the
+# environment's values win.
+WORKER_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+RETRY_SECONDS = 60.0  # after a failed flush, metrics go to the journal for this long
+
+
 @dataclass
 class MlflowTracker:
     """The training loop's Tracker for one MLflow run: buffered, deduplicated by (key, step).
@@ -123,33 +175,57 @@ class MlflowTracker:
     Picklable: Ray sends it to the workers, where `open` connects. On each open it reads the last
     step stored for every metric, and drops anything at or before it, so a worker group restarted
     from a checkpoint neither loses nor duplicates what was logged before the failure.
+    Tracking never stops training: what the server does not take is appended to `journal` (a
+    file in the run folder) and replayed, exactly once, by the next flush that succeeds or the
+    next open.
     """
 
     uri: str
     run_id: str
     flush_seconds: float = 5.0
+    journal: str = ""  # where unsent metrics go; "" keeps them in memory until the next flush
     _client: MlflowClient | None = field(default=None, init=False, repr=False)
     _floor: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _buffer: list[Metric] = field(default_factory=list, init=False, repr=False)
     _flushed: float = field(default=0.0, init=False, repr=False)
+    _retry_at: float = field(default=0.0, init=False, repr=False)
+    _floor_known: bool = field(default=False, init=False, repr=False)
 
     def __repr__(self) -> str:  # Ray shows a job's parts in errors: never the credentials
         return f"MlflowTracker(uri={redact(self.uri)!r}, run_id={self.run_id!r})"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"uri": self.uri, "run_id": self.run_id, "flush_seconds": self.flush_seconds}
+        return {
+            "uri": self.uri,
+            "run_id": self.run_id,
+            "flush_seconds": self.flush_seconds,
+            "journal": self.journal,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)
 
     def open(self) -> None:
+        for key, value in WORKER_HTTP.items():
+            os.environ.setdefault(key, value)
         self._client = MlflowClient(self.uri)
+        self._buffer, self._flushed, self._floor = [], time.monotonic(), {}
+        self._floor_known = False
+        try:
+            if self.journal:
+                MetricJournal(self.journal).replay(self._client, self.run_id)
+            self._read_floor()
+        except Exception as exc:  # the server is down: train on; the first flush dedupes
+            self._down(exc)
+
+    def _read_floor(self) -> None:
+        """The last stored step of every metric: anything at or before it is not sent again."""
         keys = self._client.get_run(self.run_id).data.metrics
         self._floor = {
             key: max(m.step for m in self._client.get_metric_history(self.run_id, key))
             for key in keys
         }
-        self._buffer, self._flushed = [], time.monotonic()
+        self._floor_known = True
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         stamp = int(time.time() * 1000)
@@ -164,6 +240,42 @@ class MlflowTracker:
     def flush(self) -> None:
         if self._client is None:
             return
-        for start in range(0, len(self._buffer), BATCH):
-            self._client.log_batch(self.run_id, metrics=self._buffer[start : start + BATCH])
-        self._buffer, self._flushed = [], time.monotonic()
+        self._flushed = time.monotonic()
+        if self._flushed < self._retry_at:  # still down a moment ago: do not wait on it again
+            self._keep()
+            return
+        try:
+            if self.journal:
+                MetricJournal(self.journal).replay(self._client, self.run_id)
+            if not self._floor_known:  # the server was down at open: drop what it already has
+                self._read_floor()
+                self._buffer = [m for m in self._buffer if m.step > self._floor.get(m.key, -1)]
+            while self._buffer:  # what was sent leaves the buffer: a failure keeps the rest
+                self._client.log_batch(self.run_id, metrics=self._buffer[:BATCH])
+                del self._buffer[:BATCH]
+        except Exception as exc:  # any failure: the metrics wait in the journal
+            self._down(exc)
+            self._keep()
+            return
+        if self._retry_at:
+            log.warning(
+                "tracking server %s answers again: journaled metrics sent", redact(self.uri)
+            )
+        self._buffer, self._retry_at = [], 0.0
+
+    def _keep(self) -> None:
+        if self.journal:
+            MetricJournal(self.journal).append(self._buffer)
+            self._buffer = []
+
+    def _down(self, exc: BaseException) -> None:
+        if not self._retry_at:
+            first = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else "", self.uri)
+            log.warning(
+                "tracking server %s did not answer (%s); training goes on, metrics are kept in "
+                "%s and sent when it answers",
+                redact(self.uri),
+                first[:300] or type(exc).__name__,
+                self.journal or "memory",
+            )
+        self._retry_at = time.monotonic() + RETRY_SECONDS

@@ -6,8 +6,10 @@ agree that each has a batch, so a worker whose share ran short (skipped samples)
 for everyone instead of hanging the all-reduce.
 
 Checkpoints (rank 0 writes, every worker reports) hold the model, optimiser, schedule position,
-epoch, step, torch RNG state and the epoch rows already trained on. A resumed run drops those rows
-from the epoch and continues mid-epoch, so it ends at the same final step as an uninterrupted one.
+epoch, step, torch RNG state and the epoch's data position (`DataPosition`: the positions of the
+epoch's order trained on, a frontier and its exceptions, whose size does not grow with the
+dataset). A resumed run drops those rows from the epoch and continues mid-epoch, so it ends at
+the same final step as an uninterrupted one.
 There is no grad scaler: bf16 autocast needs no loss scaling.
 """
 
@@ -27,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray.train
 import ray.train.torch
 import torch
@@ -36,20 +37,13 @@ from torch import nn
 
 from crisscross.config import ExperimentConfig
 from crisscross.datasets.fs import join, replace_folder
-from crisscross.datasets.manifest import read_manifest
 from crisscross.datasets.pipeline import (
-    EpochStream,
-    FailureLogRef,
-    epoch_order,
-    usable_rows,
+    epoch_rows,
 )
-from crisscross.datasets.samples import DeviceAugment
-from crisscross.trainers.builders import build_model, clip_spec, decode_resources, seeded_model
+from crisscross.datasets.positions import DataPosition, ShardProgress
+from crisscross.trainers.builders import seeded_model
 from crisscross.trainers.monitor import KnnMonitor, MonitorSet
-from crisscross.trainers.optim import LARC, build_optimizer, set_learning_rates
-from crisscross.trainers.pretext_step import NonFiniteLossError, pretext_step
-from crisscross.trainers.ray_metrics import TrainMetrics
-from crisscross.trainers.step_modes import compiled, prepare, run_mode
+from crisscross.trainers.optim import LARC
 from crisscross.trainers.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
@@ -79,7 +73,7 @@ class Progress:
     step: int = 0  # optimisation steps done, over all epochs
     epoch: int = 0  # the epoch under way
     epoch_step: int = 0  # steps done in it
-    consumed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    position: DataPosition = field(default_factory=DataPosition)  # in the epoch under way
     best: float | None = None  # best monitor score (or lowest epoch loss) so far
 
 
@@ -100,28 +94,32 @@ def restore(
         step=state["step"],
         epoch=state["epoch"],
         epoch_step=state["epoch_step"],
-        consumed=state["consumed"].numpy(),
+        position=_position(state),
         best=state["best"],
     )
 
 
-def remaining_rows(rows: pa.Table, consumed: np.ndarray) -> pa.Table:
-    """`rows` (from `epoch_order`) less the ones already trained on."""
-    if not consumed.size:
-        return rows
-    done = pc.is_in(rows.column("index"), value_set=pa.array(consumed, pa.int64()))
-    return rows.filter(pc.invert(done))
+def _position(state: dict[str, Any]) -> DataPosition:
+    """The checkpoint's data position; a checkpoint from before data positions holds the
+    trained positions themselves ("consumed"), which say the same."""
+    if "position" in state:
+        return DataPosition.from_state({k: np.asarray(v) for k, v in state["position"].items()})
+    return DataPosition.from_ids(state["consumed"].numpy())
 
 
-def _gather(local: np.ndarray, world: int) -> np.ndarray:
-    if world == 1:
-        return local
-    parts: list[np.ndarray | None] = [None] * world
-    dist.all_gather_object(parts, local)
-    return np.concatenate(parts)
+def epoch_position(
+    base: DataPosition, shard: ShardProgress, *, total: int, world: int
+) -> DataPosition:
+    """Every worker calls this at the same step: `base` (where this launch started the epoch
+    of `total` positions) advanced by every worker's `shard`; only the cursors travel."""
+    cursors = [shard.cursor()]
+    if world > 1:
+        cursors = [None] * world
+        dist.all_gather_object(cursors, shard.cursor())
+    return base.advanced(cursors, total=total)
 
 
-def _all_true(flag: bool, world: int, device: torch.device) -> bool:
+def all_true(flag: bool, world: int, device: torch.device) -> bool:
     if world == 1:
         return flag
     t = torch.tensor([int(flag)], device=device)
@@ -129,7 +127,7 @@ def _all_true(flag: bool, world: int, device: torch.device) -> bool:
     return bool(t.item())
 
 
-def _all_sum(value: int, world: int, device: torch.device) -> int:
+def all_sum(value: int, world: int, device: torch.device) -> int:
     if world == 1:
         return value
     t = torch.tensor([value], device=device)
@@ -155,12 +153,12 @@ class Checkpointer:
         progress: Progress,
         metrics: dict[str, float],
         *,
-        consumed_here: np.ndarray,
+        position: DataPosition,
         name: str,
         is_best: bool = False,
     ) -> None:
-        """Every worker calls this at the same step (it gathers, and Ray's report is a barrier)."""
-        consumed = _gather(consumed_here, self.world)
+        """Every worker calls this at the same step (Ray's report is a barrier); `position`:
+        where training is in `progress.epoch` (from `epoch_position`)."""
         if self.rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
@@ -172,7 +170,11 @@ class Checkpointer:
             "step": progress.step,
             "epoch": progress.epoch,
             "epoch_step": progress.epoch_step,
-            "consumed": torch.from_numpy(np.unique(consumed)),
+            "position": {
+                "frontier": position.frontier,
+                "holes": torch.from_numpy(position.holes),
+                "extras": torch.from_numpy(position.extras),
+            },
             "best": progress.best,
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -218,22 +220,21 @@ def stream_plan(
     world: int,
 ) -> StreamPlan:
     """Epochs `first`, `first + 1`, ... (as many as fit in STREAM_ROWS, at least one) for worker
-    `rank`: each epoch's order less the rows trained on (`progress.consumed`, of epoch `first`),
-    every world-th row from `rank`, cut to whole batches (the rest would be dropped anyway)."""
+    `rank`: each epoch's order less the rows trained on (`progress.position`, of epoch `first`),
+    every world-th row from `rank`, cut to whole batches (the rest would be dropped anyway).
+    Only this worker's positions are computed, never the whole order."""
     optim = config.optim
     per_worker = optim.batch_size // world
     shards, counts, held = {}, {}, 0
     for epoch in range(first, optim.epochs):
-        rows = epoch_order(
-            table, seed=config.run.seed, epoch=epoch, repeats=optim.repeats_per_epoch
-        )
-        if epoch == first:
-            rows = remaining_rows(rows, progress.consumed)
-        shard = rows.take(pa.array(np.arange(rank, rows.num_rows, world)))
-        shard = shard.slice(0, shard.num_rows // per_worker * per_worker)
+        position = progress.position if epoch == first else DataPosition()
+        total = table.num_rows * optim.repeats_per_epoch
+        mine = position.share(total, rank=rank, world=world)
+        mine = mine[: len(mine) // per_worker * per_worker]
+        shard = epoch_rows(table, mine, seed=config.run.seed, epoch=epoch)
         if shards and held + shard.num_rows > STREAM_ROWS:
             break
-        shards[epoch], counts[epoch] = shard, rows.num_rows
+        shards[epoch], counts[epoch] = shard, position.remaining(total)
         held += shard.num_rows
     return StreamPlan(shards, counts)
 
@@ -311,165 +312,6 @@ def console_line(text: str) -> None:
     stream.flush()
 
 
-def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
-    """Pretrain until `optim.epochs` are done; returns rank 0's summary (Ray hands it back)."""
-    clock = LoopClock()
-    config = job.experiment()
-    quiet_ray()
-    ray.data.DataContext.get_current().execution_options.preserve_order = config.run.deterministic
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    optim_cfg, seed = config.optim, config.run.seed
-
-    torch.manual_seed(seed)
-    module = build_model(config)
-    if config.model.sync_batchnorm and world > 1:
-        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    mode = run_mode(config.run, device)  # bf16, channels-last, compile, fused Adam
-    module = prepare(module, mode, device)
-    optimizer = build_optimizer(module, optim_cfg, fused=mode.fused_optimizer)
-    progress = restore(ray.train.get_checkpoint(), module, optimizer)
-    model = compiled(ray.train.torch.prepare_model(module, move_to_device=False), mode)
-    checkpointer = Checkpointer(job.storage, rank, world)
-
-    tracker = job.tracker if rank == 0 else NullTracker()
-    tracker.open()
-
-    def say(text: str) -> None:
-        if rank == 0:
-            console_line(text)
-
-    monitor = None
-    if rank == 0 and config.monitor.every and job.monitor_sets:
-        monitor = KnnMonitor(list(job.monitor_sets), config)
-
-    total_steps = optim_cfg.epochs * job.steps_per_epoch
-    if progress.step:
-        say(
-            f"resuming at step {progress.step}: "
-            f"epoch {progress.epoch + 1}, its step {progress.epoch_step}"
-        )
-    baseline: dict[str, float] = {}
-    if monitor is not None:
-        baseline = monitor_baselines(monitor, module, config, progress, device, tracker, say)
-
-    manifest = read_manifest(job.manifest)
-    spec = clip_spec(config)
-    augment = DeviceAugment(spec) if spec.augment_on == "device" else None
-    table = usable_rows(manifest, spec)
-    failure_log = FailureLogRef.create()
-    per_worker = optim_cfg.batch_size // world
-    console = Console(optim_cfg.epochs, total_steps, progress.step)
-    exported = TrainMetrics(config.run.name, rank)  # Prometheus/Grafana, through Ray's metrics
-
-    stream: EpochStream | None = None
-    for epoch in range(progress.epoch, optim_cfg.epochs):
-        if stream is None or epoch not in stream.sizes:
-            batches = stream = None  # the last pipeline's decode actors end before the next's
-            plan = stream_plan(table, config, progress, first=epoch, rank=rank, world=world)
-            stream = EpochStream(
-                plan.shards,
-                spec=spec,
-                seed=seed,
-                resources=decode_resources(config),
-                failure_log=failure_log,
-                batch_size=per_worker,
-                device=device,
-            )
-        batches = stream.batches(epoch)
-        consumed = [progress.consumed]
-        epoch_steps = progress.epoch_step + plan.rows[epoch] // optim_cfg.batch_size
-        exported.epoch_started(epoch)
-        meter = EpochMeter()
-        last_line = time.perf_counter()
-        while True:
-            t0 = time.perf_counter()
-            batch = next(batches, None)
-            wait = time.perf_counter() - t0
-            if not _all_true(batch is not None, world, device):
-                break
-            lrs = set_learning_rates(
-                optimizer, progress.step, optim=optim_cfg, steps_per_epoch=job.steps_per_epoch
-            )
-            try:
-                values = pretext_step(
-                    model,
-                    batch,
-                    optimizer,
-                    step=progress.step + 1,
-                    device=device,
-                    bf16=mode.bf16,
-                    distributed=world > 1,
-                    channels_last=mode.channels_last,
-                    augment=augment,
-                )
-            except NonFiniteLossError as exc:
-                tracker.flush()
-                return {"stopped": str(exc), "step": progress.step, "timing": clock.totals()}
-            consumed.append(batch["index"].cpu().numpy())
-            progress.step += 1
-            progress.epoch_step += 1
-            seconds = time.perf_counter() - t0
-            clock.add(seconds=seconds, wait=wait)
-            meter.add(values, samples=optim_cfg.batch_size, seconds=seconds, wait=wait)
-            exported.step(
-                global_samples=optim_cfg.batch_size,
-                own_samples=per_worker,
-                seconds=seconds,
-                wait=wait,
-                loss=values["loss"],
-            )
-            tracker.log_metrics(
-                values
-                | {f"lr/{name}": lr for name, lr in lrs.items()}
-                | {"samples_per_s": optim_cfg.batch_size / seconds, "data_wait": wait / seconds},
-                step=progress.step,
-            )
-            if config.run.checkpoint_every and progress.step % config.run.checkpoint_every == 0:
-                tracker.flush()
-                checkpointer.save(
-                    module,
-                    optimizer,
-                    progress,
-                    {"step": progress.step, "loss": values["loss"]},
-                    consumed_here=np.concatenate(consumed),
-                    name=f"checkpoint_step{progress.step:09d}",
-                )
-            if rank == 0 and time.perf_counter() - last_line >= config.run.progress_seconds:
-                last_line = time.perf_counter()
-                say(console.line(epoch, progress, epoch_steps, meter))
-
-        skipped = _all_sum(stream.skipped[epoch], world, device)
-        failure_log.drain()  # the decode actors logged each failure; keep the log small
-        summary = meter.summary() | {"epoch": epoch + 1, "epoch/skipped": skipped}
-        progress.epoch, progress.epoch_step = epoch + 1, 0
-        progress.consumed = np.zeros(0, np.int64)
-        last = epoch + 1 == optim_cfg.epochs
-        if monitor is not None and ((epoch + 1) % config.monitor.every == 0 or last):
-            summary |= monitor(module, device)
-        score = _score(summary)
-        is_best = (
-            rank == 0 and score is not None and (progress.best is None or score > progress.best)
-        )
-        if is_best:
-            progress.best = score
-        tracker.log_metrics(summary, step=progress.step)
-        tracker.flush()
-        checkpointer.save(
-            module,
-            optimizer,
-            progress,
-            summary | {"step": progress.step},
-            consumed_here=np.zeros(0, np.int64),
-            is_best=is_best,
-            name=f"checkpoint_epoch{progress.epoch:04d}_step{progress.step:09d}",
-        )
-        say(console.line(epoch, progress, epoch_steps, meter, summary=summary, baseline=baseline))
-    tracker.flush()
-    return {"stopped": None, "step": progress.step, "best": progress.best, "timing": clock.totals()}
-
-
 def monitor_baselines(
     monitor: KnnMonitor,
     module: nn.Module,
@@ -493,7 +335,7 @@ def monitor_baselines(
     return baseline
 
 
-def _score(summary: dict[str, float]) -> float | None:
+def best_score(summary: dict[str, float]) -> float | None:
     """Higher is better: the mean kNN accuracy when the monitor ran, else minus the epoch loss."""
     knn = [v for k, v in summary.items() if k.startswith("knn/")]
     if knn:

@@ -279,3 +279,54 @@ def test_a_missing_prepared_audio_file_is_skipped_and_recorded(local_ray, synthe
     failures = log.drain()
     assert [(f.path, f.epoch) for f in failures] == [(rows[1]["path"], 0)]
     assert f"{missing}: FileNotFoundError" in failures[0].reason
+
+
+class _Poisoned(PretextSample):
+    """The per-sample function, raising for the paths in `poison` as a poison file would."""
+
+    def __init__(self, spec: ClipSpec, poison: dict[str, BaseException]) -> None:
+        super().__init__(spec, seed=0)
+        self.poison = poison
+
+    def __call__(self, row, *, epoch, index):
+        if str(row["path"]) in self.poison:
+            raise self.poison[str(row["path"])]
+        return super().__call__(row, epoch=epoch, index=index)
+
+
+def test_any_exception_of_a_sample_is_skipped_and_recorded_and_the_task_goes_on(
+    local_ray, synthetic, tmp_path
+):
+    """Not only DecodeError: a missing file, a decoder's RuntimeError, a MemoryError of a huge
+    frame skip their sample, recorded with path and reason, in a decode task (the actor's call)
+    and in the torch Dataset."""
+    from crisscross.datasets.pipeline import PretextDecoder
+
+    ks = build_manifest(
+        "kinetics_sound", str(synthetic["kinetics_sound"]), out=str(tmp_path / "k.parquet")
+    ).manifest
+    rows = epoch_order(usable_rows(ks, SPEC), seed=0, epoch=0).slice(0, 5).to_pylist()
+    paths = [row["path"] for row in rows]
+    poisoned = _Poisoned(
+        SPEC,
+        {
+            paths[0]: FileNotFoundError(2, "No such file or directory", paths[0]),
+            paths[2]: RuntimeError("decoder crashed\nsecond line"),
+            paths[3]: MemoryError("frame of 8192x8192"),
+        },
+    )
+    batch = {key: np.asarray([row[key] for row in rows], dtype=object) for key in rows[0]}
+    log = FailureLogRef.create()
+    decoder = PretextDecoder(SPEC, 0, log.name)
+    decoder.sample = poisoned
+    out = decoder(batch)
+    assert out["index"].tolist() == [rows[1]["index"], rows[4]["index"]]
+    assert out["v1"].shape[0] == 2
+    assert {f.path: f.reason for f in log.drain()} == {
+        paths[0]: f"FileNotFoundError: [Errno 2] No such file or directory: '{paths[0]}'",
+        paths[2]: "RuntimeError: decoder crashed",
+        paths[3]: "MemoryError: frame of 8192x8192",
+    }
+    dataset = PretextTorchDataset(pa.Table.from_pylist(rows), poisoned)
+    batch = collate_skipping_failures([dataset[i] for i in range(len(dataset))])
+    assert int(batch["failed"]) == 3 and batch["v1"].shape[0] == 2

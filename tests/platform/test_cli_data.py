@@ -13,6 +13,8 @@ def test_synth_then_manifest(run_cli, tmp_path):
     result = run_cli("manifest", "esc50", "--root", str(root))
     assert result.exit_code == 0, result.stderr
     assert "ok" in result.stdout and "10 files (10 probed, 0 unchanged)" in result.stdout
+    assert "probing" in result.stderr and "10/10" in result.stderr and "ok 10" in result.stderr
+    assert not (root / "crisscross_manifest_esc50.parquet.parts").exists()
     table = pq.read_table(root / "crisscross_manifest_esc50.parquet")
     assert table.num_rows == 10 and set(table.column("status").to_pylist()) == {"ok"}
     again = run_cli("manifest", "esc50", "--root", str(root))

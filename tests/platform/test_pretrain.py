@@ -119,17 +119,19 @@ def _run_and_kill(config, run_dir: Path, *, after_checkpoints: int):
     return outcome
 
 
-@pytest.mark.parametrize("max_failures", [1, 0])
+@pytest.mark.parametrize(("max_failures", "workers"), [(1, 1), (0, 1), (1, 2)])
 def test_killed_worker_restarts_or_resumes_without_losing_steps(
-    local_ray, synthetic, tmp_path, max_failures
+    local_ray, synthetic, tmp_path, max_failures, workers
 ):
     """max_failures 1: Ray restarts the group from the last checkpoint and the run completes.
     max_failures 0: the run fails; the same command again finishes it in the same MLflow run.
-    Either way every step is logged exactly once and the run ends at the uninterrupted step."""
+    Either way every step is logged exactly once and the run ends at the uninterrupted step;
+    with two workers, each one's cursor goes into the checkpoint's data position."""
     config = tiny(
         tmp_path,
         synthetic,
         **{
+            "run.workers": workers,
             "optim.epochs": 2,
             "run.checkpoint_every": 1,
             "run.max_failures": max_failures,
@@ -196,6 +198,58 @@ def test_changed_config_does_not_resume_silently(finished, synthetic):
         run_pretrain(
             tiny(folder, synthetic, **{"optim.epochs": 1, "optim.lr": 0.1}), say=lambda _: None
         )
+
+
+class _TrainedError(Exception):
+    """Raised in place of training: the launch got past every check."""
+
+
+def test_resume_on_changed_data_is_refused_before_ray_with_what_changed(
+    local_ray, tmp_path, monkeypatch
+):
+    from crisscross.datasets.synth import SynthSpec, synthesize
+    from crisscross.platform import pretrain
+
+    root = tmp_path / "ks"
+    synthesize("kinetics_sound", root, SynthSpec(classes=2, per_class=3, seconds=4.0))
+    config = tiny(tmp_path, {"kinetics_sound": root})
+
+    def launch(config):
+        with pytest.raises(_TrainedError):
+            run_pretrain(config, say=lambda _: None)
+
+    def trained(*_args, **_kwargs):
+        raise _TrainedError
+
+    monkeypatch.setattr(pretrain, "train", trained)
+    launch(config)  # the run folder's record now holds the epoch's rows
+    record = json.loads((tmp_path / "runs" / "tiny" / "crisscross_run.json").read_text())
+    assert record["data"]["rows"] == 6
+
+    touched = sorted(root.glob("train/*/*.mp4"))[0]
+    stat = touched.stat()
+    os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    added = touched.parent / "NEWCLIP0000_000010_000014.mp4"
+    added.write_bytes(touched.read_bytes())
+    listed = (root / "annotations" / "train.csv").read_text()
+    label = touched.parent.name
+    (root / "annotations" / "train.csv").write_text(listed + f"{label},NEWCLIP0000,10,14,train\n")
+
+    real_ray = pretrain.tracking_and_ray
+    monkeypatch.setattr(pretrain, "tracking_and_ray", lambda *a: pytest.fail("reached Ray"))
+    with pytest.raises(PretrainError) as refused:
+        run_pretrain(config, say=lambda _: None)
+    message = str(refused.value)
+    assert "started on other data (6 usable clips then, 7 now)" in message
+    assert f"1 added (e.g. {added}); 1 changed (e.g. {touched})" in message
+    assert "put the data back as it was" in message and "another run.name" in message
+
+    monkeypatch.setattr(pretrain, "tracking_and_ray", real_ray)
+    launch(tiny(tmp_path, {"kinetics_sound": root}, **{"run.name": "tiny-new-data"}))
+    added.unlink()
+    (root / "annotations" / "train.csv").write_text(listed)
+    os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    launch(config)  # the data put back: the run resumes
 
 
 def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(

@@ -84,7 +84,8 @@ def everything_stored(store: str, run_id: str, folder: Path) -> str:
 
 
 def test_a_pretraining_stores_no_credential_of_its_tracking_uri(tmp_path):
-    from crisscross.platform.pretrain import open_run, resume_target
+    from crisscross.platform.pretrain import open_run
+    from crisscross.platform.resume import resume_target
     from crisscross.platform.run_record import RUN_RECORD
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -11,27 +11,71 @@ import pytest
 from crisscross.config import load_config
 from crisscross.datasets.manifest import build_manifest, read_manifest
 from crisscross.datasets.pipeline import epoch_order
+from crisscross.datasets.positions import DataPosition
 from crisscross.trainers.bench import TrainBenchSpec, synthetic_batch, timed_steps
 from crisscross.trainers.monitor import MonitorSet, monitor_split
-from crisscross.trainers.pretrain import Console, EpochMeter, Progress, remaining_rows
+from crisscross.trainers.pretrain import Console, EpochMeter, Progress, stream_plan
 from tests.conftest import REPO
 
 QUICKSTART = REPO / "experiments" / "pretext" / "quickstart.yaml"
 
 
 def test_resumed_epoch_drops_exactly_the_rows_already_trained_on():
+    """Each worker's plan of a resumed epoch is the epoch's order less the rows trained on, in
+    order, every world-th from its rank, cut to whole batches (4 rows); the next epoch is whole."""
     table = pa.table({"path": [f"v{i}.mp4" for i in range(10)], "duration": [5.0] * 10})
-    rows = epoch_order(table, seed=3, epoch=2, repeats=2)
-    consumed = rows.column("index").to_numpy()[[0, 5, 7, 19]]
-    left = remaining_rows(rows, consumed)
-    assert left.num_rows == 16
-    assert not set(left.column("index").to_pylist()) & set(consumed.tolist())
-    # the order of what is left is the epoch's order
-    kept = ~np.isin(rows.column("index").to_numpy(), consumed)
-    assert (
-        left.column("path").to_pylist() == np.array(rows.column("path").to_pylist())[kept].tolist()
+    config = load_config(
+        QUICKSTART,
+        {"optim.batch_size": 8, "optim.repeats_per_epoch": 2, "optim.epochs": 2, "run.workers": 2},
     )
-    assert remaining_rows(rows, np.zeros(0, np.int64)) is rows
+    rows = epoch_order(table, seed=config.run.seed, epoch=0, repeats=2)
+    consumed = rows.column("index").to_numpy()[[0, 5, 7, 19]]
+    progress = Progress(position=DataPosition.from_ids(consumed))
+    kept = ~np.isin(rows.column("index").to_numpy(), consumed)
+    left = rows.filter(pa.array(kept))  # the whole order less what was trained, listed
+    for rank in (0, 1):
+        plan = stream_plan(table, config, progress, first=0, rank=rank, world=2)
+        assert plan.rows == {0: 16, 1: 20}
+        shard = plan.shards[0]
+        assert shard.equals(left.take(pa.array(np.arange(rank, 16, 2)[:8])))
+        assert not set(shard.column("index").to_pylist()) & set(consumed.tolist())
+        whole = epoch_order(table, seed=config.run.seed, epoch=1, repeats=2)
+        assert plan.shards[1].equals(whole.take(pa.array(np.arange(rank, 20, 2)[:8])))
+
+
+def test_checkpoint_position_restores_and_old_checkpoints_still_load(tmp_path, monkeypatch):
+    """The checkpoint holds a data position (a few numbers), not the trained ids; one written
+    before (its "consumed" ids) restores to the same position."""
+    import shutil
+
+    import ray.train
+    import torch
+
+    from crisscross.trainers.pretrain import STATE_FILE, Checkpointer, restore
+
+    kept = tmp_path / "kept"
+
+    def report(metrics, checkpoint=None, **_kw):
+        shutil.copytree(checkpoint.path, kept)
+
+    monkeypatch.setattr(ray.train, "report", report)
+    module = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    ids = np.setdiff1d(np.arange(100_000), [17, 900])
+    Checkpointer(str(tmp_path / "run"), rank=0, world=1).save(
+        module, optimizer, Progress(step=3), {"step": 3},
+        position=DataPosition.from_ids(ids), name="checkpoint_step000000003",
+    )  # fmt: skip
+    state = torch.load(kept / STATE_FILE, weights_only=True)
+    assert "consumed" not in state
+    assert state["position"]["frontier"] == 100_000
+    assert state["position"]["holes"].tolist() == [17, 900]
+    assert (kept / STATE_FILE).stat().st_size < 1_000_000 - 2_000  # the model is 6 numbers
+    checkpoint = ray.train.Checkpoint.from_directory(str(kept))
+    assert (restore(checkpoint, module, optimizer).position.ids() == ids).all()
+    old = {k: v for k, v in state.items() if k != "position"} | {"consumed": torch.from_numpy(ids)}
+    torch.save(old, kept / STATE_FILE)
+    assert (restore(checkpoint, module, optimizer).position.ids() == ids).all()
 
 
 def test_monitor_splits_follow_the_official_protocols(synthetic):
@@ -145,7 +189,8 @@ def test_best_checkpoint_is_swapped_in_whole_or_kept(tmp_path, monkeypatch):
         progress = Progress(step=step, best=float(step))
         saver.save(
             module, optimizer, progress, {"step": step},
-            consumed_here=np.arange(2), name=f"checkpoint_step{step:09d}", is_best=True,
+            position=DataPosition.from_ids(np.arange(2)), name=f"checkpoint_step{step:09d}",
+            is_best=True,
         )  # fmt: skip
 
     def best_step() -> int:

@@ -1,0 +1,75 @@
+"""Checkpoints the workers agree on between steps: a stop the driver asked for, or time passed.
+
+The driver asks a run to stop (on SIGINT/SIGTERM) by writing STOP_FILE into the run folder. Rank 0
+looks for it at most every `poll_seconds`, and checks the time since the last checkpoint; every
+rank learns the answer from one all-reduce per step, so all checkpoint and stop at the same step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pyarrow.fs as pafs
+import torch
+import torch.distributed as dist
+
+from crisscross.datasets.fs import join, resolve
+
+STOP_FILE = "crisscross_stop.json"  # {"reason": "..."}: written by the driver, read by rank 0
+_NONE, _TIMED, _STOP = 0, 1, 2
+
+
+def read_stop(storage: str) -> str | None:
+    """The reason in the run folder's stop request, None when there is none."""
+    fs, inner = resolve(join(storage, STOP_FILE))
+    if fs.get_file_info(inner).type == pafs.FileType.NotFound:
+        return None
+    try:
+        with fs.open_input_stream(inner) as stream:
+            return str(json.loads(stream.read()).get("reason") or "stop requested")
+    except (OSError, ValueError):  # removed or being replaced meanwhile: still a request
+        return "stop requested"
+
+
+class StepSignals:
+    """Asked by every worker after every step: checkpoint now? `reason` is set once a stop was
+    requested (rank 0 has the driver's words; the others "stop requested")."""
+
+    def __init__(
+        self,
+        storage: str,
+        *,
+        rank: int,
+        world: int,
+        device: torch.device,
+        checkpoint_seconds: float = 0.0,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.storage, self.rank, self.world, self.device = storage, rank, world, device
+        self.checkpoint_seconds, self.poll_seconds = checkpoint_seconds, poll_seconds
+        self.reason: str | None = None
+        self._polled = self._saved = time.monotonic()
+
+    def due(self) -> bool:
+        """Whether to checkpoint at this step; every worker calls it at the same step."""
+        code = _NONE
+        if self.rank == 0:
+            now = time.monotonic()
+            if now - self._polled >= self.poll_seconds:
+                self._polled = now
+                self.reason = read_stop(self.storage)
+                code = _STOP if self.reason else _NONE
+            if code == _NONE and self.checkpoint_seconds:
+                code = _TIMED if now - self._saved >= self.checkpoint_seconds else _NONE
+        if self.world > 1:
+            t = torch.tensor([code], device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            code = int(t.item())
+        if code == _STOP and self.reason is None:
+            self.reason = "stop requested"
+        return code != _NONE
+
+    def saved(self) -> None:
+        """A checkpoint was written now (the time-based interval starts again)."""
+        self._saved = time.monotonic()

@@ -1,0 +1,174 @@
+"""Tracking under faults: a fresh sqlite store opened by several processes at once, a server
+that is down at the start or stops answering mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from crisscross.platform import tracking
+from crisscross.platform.journal import JOURNAL_FILE, MetricJournal
+from crisscross.platform.tracking import WORKER_HTTP, MlflowTracker, close_run
+from tests.conftest import REPO
+
+CHECK = """
+import sys
+from crisscross.platform.tracking import check_tracking
+check_tracking(sys.argv[1])
+print("ok")
+"""
+OPEN = """
+import sys
+from mlflow.tracking import MlflowClient
+MlflowClient(sys.argv[1]).search_experiments(max_results=1)
+print("ok")
+"""
+
+
+def _at_once(script: str, uri: str, n: int = 3) -> list[subprocess.CompletedProcess]:
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, uri],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
+    return [
+        subprocess.CompletedProcess(c.args, c.wait(timeout=120), *c.communicate()) for c in children
+    ]
+
+
+def test_three_processes_on_a_fresh_sqlite_store_all_succeed(tmp_path):
+    """Without the lock, all but one fail in MLflow's schema migration (`table experiments
+    already exists`) and the store is left half-made."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for done in _at_once(CHECK, uri):
+        assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]
+    client = MlflowClient(uri)
+    assert client.get_experiment_by_name("Default") is not None  # a whole, usable store
+
+
+def test_workers_open_a_store_the_driver_created(tmp_path):
+    """The driver's check creates the store; workers then open it at once without migrating."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK, uri], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "ok"
+    for done in _at_once(OPEN, uri):
+        assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]
+
+
+def _down_uri() -> str:
+    """An http:// tracking URI where nothing listens."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture
+def worker_env(monkeypatch):
+    """No MLflow HTTP settings in the environment, and whatever a test sets undone after it."""
+    for key in WORKER_HTTP:
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+
+
+def test_server_down_on_a_worker_costs_seconds_and_journals_the_metrics(tmp_path, worker_env):
+    """MLflow's defaults (7 retries with backoff) make one flush take minutes, then raise and kill
+    the worker; a worker fails fast instead, and keeps the metrics in the run folder."""
+    journal = tmp_path / "run" / JOURNAL_FILE
+    tracker = MlflowTracker(_down_uri(), "r1", flush_seconds=0.0, journal=str(journal))
+    start = time.monotonic()
+    tracker.open()  # the run's history cannot be read: training starts anyway
+    for step in (1, 2, 3):
+        tracker.log_metrics({"loss": 10.0 + step, "lr/video": 0.1}, step)
+    tracker.flush()
+    assert time.monotonic() - start < 30
+    assert (
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+        == WORKER_HTTP["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+    )
+    lines = [json.loads(line) for line in journal.read_text().splitlines()]
+    assert sorted((d["key"], d["step"], d["value"]) for d in lines) == [
+        ("loss", 1, 11.0),
+        ("loss", 2, 12.0),
+        ("loss", 3, 13.0),
+        ("lr/video", 1, 0.1),
+        ("lr/video", 2, 0.1),
+        ("lr/video", 3, 0.1),
+    ]
+
+
+def _store_with_run(tmp_path: Path) -> tuple[str, MlflowClient, str]:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    return uri, client, client.create_run(client.create_experiment("t")).info.run_id
+
+
+def _steps(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def test_journal_is_replayed_exactly_once_by_the_next_open(tmp_path, worker_env):
+    uri, client, run_id = _store_with_run(tmp_path)
+    journal = MetricJournal(str(tmp_path / JOURNAL_FILE))
+    journal.append(Metric("loss", float(s), 0, s) for s in (1, 2, 3))
+    journal.append([Metric("loss", 2.0, 0, 2)])  # a restarted worker group journaled it again
+    client.log_metric(run_id, "loss", 1.0, step=1)  # a replay cut short had sent step 1
+    tracker = MlflowTracker(uri, run_id, journal=journal.path)
+    tracker.open()
+    assert _steps(client, run_id, "loss") == [(1, 1.0), (2, 2.0), (3, 3.0)]
+    assert not Path(journal.path).exists()
+    tracker.log_metrics({"loss": 3.5}, 3)  # stored now: dropped, as after any restart
+    tracker.log_metrics({"loss": 4.0}, 4)
+    tracker.flush()
+    assert _steps(client, run_id, "loss") == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]
+
+
+def test_outage_mid_run_loses_and_repeats_nothing(tmp_path, worker_env, monkeypatch):
+    """The server stops answering for two flushes (an injected fault), then answers again."""
+    uri, client, run_id = _store_with_run(tmp_path)
+    monkeypatch.setattr(tracking, "RETRY_SECONDS", 0.0)
+    tracker = MlflowTracker(uri, run_id, flush_seconds=0.0, journal=str(tmp_path / JOURNAL_FILE))
+    tracker.open()
+    real = tracker._client.log_batch
+    now = {"step": 0, "refused": 0}
+
+    def flaky(*args, **kwargs):
+        if now["step"] in (3, 4):
+            now["refused"] += 1
+            raise MlflowException("API request failed: Connection refused")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tracker._client, "log_batch", flaky)
+    for step in range(1, 7):
+        now["step"] = step
+        tracker.log_metrics({"loss": float(step)}, step)  # flushes: flush_seconds is 0
+        assert (tmp_path / JOURNAL_FILE).exists() == (step in (3, 4))
+    assert now["refused"] == 2
+    assert _steps(client, run_id, "loss") == [(s, float(s)) for s in range(1, 7)]
+    assert not (tmp_path / JOURNAL_FILE).exists()
+
+
+def test_final_status_with_the_server_down_is_a_sentence_not_a_traceback(worker_env):
+    uri = _down_uri()
+    start = time.monotonic()
+    note = close_run(MlflowClient(uri), "r1", "KILLED", {"crisscross.stopped": "SIGTERM"})
+    assert time.monotonic() - start < 30
+    assert note.startswith(
+        f" (MLflow run r1 still shows RUNNING, not KILLED: the tracking server {uri} did not answer"
+    )
