@@ -29,6 +29,7 @@ from crisscross.trainers.pretrain import (
     EpochMeter,
     LoopClock,
     PretrainJob,
+    StreamPlan,
     all_sum,
     all_true,
     best_score,
@@ -49,7 +50,7 @@ def train_loop_per_worker(job: PretrainJob) -> dict[str, Any]:
     """Pretrain until `optim.epochs` are done; returns rank 0's summary (Ray hands it back)."""
     loop = WorkerLoop(job)
     stream: EpochStream | None = None
-    plan = None
+    plan: StreamPlan | None = None
     for epoch in range(loop.progress.epoch, loop.config.optim.epochs):
         if stream is None or epoch not in stream.sizes:
             stream = None  # the last pipeline's decode actors end before the next's
@@ -100,8 +101,9 @@ class WorkerLoop:
         total_steps = config.optim.epochs * job.steps_per_epoch
         self.console = Console(config.optim.epochs, total_steps, self.progress.step)
         self.exported = TrainMetrics(config.run.name, self.rank)  # Prometheus, through Ray
+        self.total = self.table.num_rows * config.optim.repeats_per_epoch  # an epoch's positions
         self.meter, self.trained = EpochMeter(), ShardProgress(np.zeros(0, np.int64))
-        self.total = self.epoch_steps = 0  # the current epoch's, set by run_epoch
+        self.epoch_steps = 0  # the current epoch's, set by run_epoch
 
     def _build_model(self) -> None:
         config, device = self.config, self.device
@@ -136,7 +138,7 @@ class WorkerLoop:
         if self.rank == 0:
             console_line(text)
 
-    def open_stream(self, first: int):
+    def open_stream(self, first: int) -> tuple[StreamPlan, EpochStream]:
         """The decode pipeline serving this worker's epochs from `first` on, and its plan."""
         plan = stream_plan(
             self.table, self.config, self.progress, first=first, rank=self.rank, world=self.world
@@ -152,12 +154,11 @@ class WorkerLoop:
         )
         return plan, stream
 
-    def run_epoch(self, epoch: int, stream: EpochStream, plan) -> dict[str, Any] | None:
+    def run_epoch(self, epoch: int, stream: EpochStream, plan: StreamPlan) -> dict[str, Any] | None:
         """The epoch's steps; the run's summary when it must end here (a stop or a NaN)."""
         optim, progress = self.config.optim, self.progress
         batches = stream.batches(epoch)
         self.trained = ShardProgress(plan.shards[epoch].column("index").to_numpy())
-        self.total = self.table.num_rows * optim.repeats_per_epoch
         self.epoch_steps = progress.epoch_step + plan.rows[epoch] // optim.batch_size
         self.exported.epoch_started(epoch)
         self.meter, last_line = EpochMeter(), time.perf_counter()
