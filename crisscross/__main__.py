@@ -1,5 +1,5 @@
 """`python -m crisscross` runs the command-line interface."""
 
-from crisscross.platform.cli import main
+from crisscross.cli import main
 
 main()

@@ -31,7 +31,7 @@ def _seeded() -> None:
 @pytest.fixture
 def run_cli():
     """Invoke the real click CLI in-process; returns click's Result (exit_code, stdout, stderr)."""
-    from crisscross.platform.cli import cli
+    from crisscross.cli import cli
 
     def invoke(*args: str):
         return CliRunner().invoke(cli, list(args), catch_exceptions=False)

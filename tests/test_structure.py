@@ -13,11 +13,13 @@ from tests.conftest import REPO
 
 PACKAGE = REPO / "crisscross"
 # a layer may import itself and the layers before it, never those after it
-LAYERS = ["models", "config", "datasets", "trainers", "platform"]
+# bench/ is the top layer: it may import every layer, and none imports it (only the command line
+# at crisscross/cli.py, above every layer, registers its commands)
+LAYERS = ["models", "config", "datasets", "trainers", "platform", "bench"]
 ONLY_IN = {  # third-party modules allowed only in these layers
-    "mlflow": {"platform"},
+    "mlflow": {"platform", "bench"},
     "ray.tune": {"platform"},
-    "ray.train": {"trainers", "platform"},
+    "ray.train": {"trainers", "platform", "bench"},
 }
 MODELS_THIRD_PARTY = {"torch", "torchvision"}  # models/ is torch only
 
@@ -69,6 +71,16 @@ def test_layers_import_only_downward(path):
     assert violations(path, REPO) == []
 
 
+def test_only_the_command_line_imports_the_benchmarks():
+    importers = {
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if "bench" not in path.relative_to(PACKAGE).parts[:1]
+        and any(n.startswith("crisscross.bench") for n in imports_of(path, REPO))
+    }
+    assert importers == {"cli.py"}
+
+
 def test_the_guard_sees_violations(tmp_path):
     probe = tmp_path / "crisscross" / "models" / "probe.py"
     probe.parent.mkdir(parents=True)
@@ -76,7 +88,7 @@ def test_the_guard_sees_violations(tmp_path):
     assert set(violations(probe, tmp_path)) == {
         "models must not import crisscross.platform",
         "models must not import crisscross.platform.cli",
-        "mlflow may be imported only in ['platform']",
+        "mlflow may be imported only in ['bench', 'platform']",
         "models/ is torch only, imports mlflow",
         "ray.tune may be imported only in ['platform']",
         "models/ is torch only, imports ray",
@@ -113,7 +125,7 @@ def test_the_cli_starts_without_the_heavy_libraries(argv):
     pyarrow, sklearn (the CLI start-up goal of issue 18; `crisscross bench cli` times it)."""
     code = (
         "import sys\n"
-        "from crisscross.platform.cli import main\n"
+        "from crisscross.cli import main\n"
         f"try:\n    main({argv!r})\nexcept SystemExit as exc:\n    assert exc.code in (0, None)\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )

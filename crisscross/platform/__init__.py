@@ -1,1 +1,2 @@
-"""Ray Train/Tune/Jobs glue, MLflow tracking and the command line."""
+"""Ray Train/Tune/Jobs glue in job-named subpackages (cli, pretrain, evaluation, sweep, cluster)
+and the services they share: storage, MLflow tracking and its journal, leases, redaction."""

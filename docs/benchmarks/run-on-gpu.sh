@@ -17,7 +17,7 @@ export PYTHONUNBUFFERED=1
 if python -c "import ray, mlflow" 2>/dev/null; then
   bench=(python -m crisscross bench) loader=ray
 else
-  bench=(python -m crisscross.platform.cli_bench) loader=torch
+  bench=(python -m crisscross.bench.cli) loader=torch
 fi
 device=${DEVICE:-cuda}
 if [ "$device" = cuda ]; then

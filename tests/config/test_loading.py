@@ -210,7 +210,7 @@ def test_one_marker_says_how_a_run_runs():
     """Resume and sweeps read the same HOW marker: a resumed run may change these keys, and a
     sweep refuses to search them (it also owns where trials write and on which data)."""
     from crisscross.config.schema import how_keys, runs_how
-    from crisscross.platform.sweep_plan import _fixed
+    from crisscross.platform.sweep.plan import _fixed
 
     keys = set(how_keys())
     assert {"run.workers", "run.compile", "data.root", "data.decode_workers", "tracking."} <= keys

@@ -117,8 +117,8 @@ def test_second_pretrain_on_the_same_run_folder_is_refused(run_cli, local_ray, s
 
 def test_second_sweep_on_the_same_sweep_folder_is_refused(tmp_path):
     """`sweep --resume` twice: the second is refused before it checks data or starts Ray."""
-    from crisscross.platform.sweep import SweepError, run_sweep
-    from crisscross.platform.sweep_plan import plan_sweep
+    from crisscross.platform.sweep.plan import plan_sweep
+    from crisscross.platform.sweep.run import SweepError, run_sweep
 
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(

@@ -84,9 +84,9 @@ def everything_stored(store: str, run_id: str, folder: Path) -> str:
 
 
 def test_a_pretraining_stores_no_credential_of_its_tracking_uri(tmp_path):
-    from crisscross.platform.pretrain import open_run
-    from crisscross.platform.resume import resume_target
-    from crisscross.platform.run_record import RUN_RECORD
+    from crisscross.platform.pretrain.job import open_run
+    from crisscross.platform.pretrain.resume import resume_target
+    from crisscross.platform.pretrain.run_record import RUN_RECORD
 
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = SecretClient(store)
@@ -111,8 +111,8 @@ def test_a_pretraining_stores_no_credential_of_its_tracking_uri(tmp_path):
 
 
 def test_a_sweep_stores_no_credential_of_its_tracking_uri(tmp_path):
-    from crisscross.platform.sweep import RECORD, open_parent
-    from crisscross.platform.sweep_plan import plan_sweep
+    from crisscross.platform.sweep.plan import plan_sweep
+    from crisscross.platform.sweep.run import RECORD, open_parent
 
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(
@@ -132,8 +132,8 @@ def test_a_sweep_stores_no_credential_of_its_tracking_uri(tmp_path):
 
 
 def test_a_sweeps_best_yaml_masks_the_credentials_and_says_so(tmp_path):
-    from crisscross.platform.sweep_plan import plan_sweep
-    from crisscross.platform.sweep_results import TrialRow, write_best
+    from crisscross.platform.sweep.plan import plan_sweep
+    from crisscross.platform.sweep.results import TrialRow, write_best
 
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(
@@ -150,8 +150,8 @@ def test_a_sweeps_best_yaml_masks_the_credentials_and_says_so(tmp_path):
 
 def test_an_evaluation_stores_no_credential_of_its_tracking_uri(tmp_path):
     from crisscross.config import KINDS
-    from crisscross.platform.evaluation import open_eval_run
-    from crisscross.platform.sources import Pretrained
+    from crisscross.platform.evaluation.common import open_eval_run
+    from crisscross.platform.evaluation.sources import Pretrained
 
     svm = REPO / "experiments" / "svm" / "quickstart_esc50.yaml"
     config = load_config(svm, {"tracking.uri": SECRET_URI}, schema=KINDS["svm"])
@@ -178,7 +178,7 @@ def test_an_unreachable_server_is_named_without_its_credentials():
 
 
 def test_the_tracking_server_state_file_holds_no_database_password(tmp_path, monkeypatch):
-    from crisscross.platform import tracking_server as ts
+    from crisscross.platform.cluster import tracking_server as ts
 
     monkeypatch.setattr(ts, "healthy", lambda *_a, **_k: True)
     monkeypatch.setattr(
@@ -211,9 +211,9 @@ def test_the_commands_summaries_print_no_credential():
     """The last lines of `pretrain` and of the evaluations name the store, not its password."""
     from types import SimpleNamespace
 
-    from crisscross.platform.cli_eval import summary
-    from crisscross.platform.cli_train import report
-    from crisscross.platform.evaluation import EvalOutcome
+    from crisscross.platform.cli.eval import summary
+    from crisscross.platform.cli.train import report
+    from crisscross.platform.evaluation.common import EvalOutcome
 
     secret_uri = "http://alice:s3cr3t-pw@mlflow.internal:5000"
     outcome = EvalOutcome(

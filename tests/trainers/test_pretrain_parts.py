@@ -8,11 +8,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from crisscross.bench.train_steps import TrainBenchSpec, synthetic_batch, timed_steps
 from crisscross.config import load_config
 from crisscross.datasets.manifest import build_manifest, read_manifest
 from crisscross.datasets.pipeline import epoch_order
 from crisscross.datasets.positions import DataPosition
-from crisscross.trainers.bench import TrainBenchSpec, synthetic_batch, timed_steps
 from crisscross.trainers.monitor import MonitorSet, monitor_split
 from crisscross.trainers.pretrain import Console, EpochMeter, Progress, stream_plan
 from tests.conftest import REPO

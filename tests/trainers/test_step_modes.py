@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from crisscross.bench.step import performance_markdown, step_flops, write_markdown_section
+from crisscross.bench.train_steps import synthetic_batch
 from crisscross.config import apply_overrides, load_config
-from crisscross.trainers.bench import synthetic_batch
-from crisscross.trainers.bench_step import performance_markdown, step_flops, write_markdown_section
 from crisscross.trainers.builders import build_model
 from crisscross.trainers.optim import build_optimizer, set_learning_rates
 from crisscross.trainers.pretext_step import NonFiniteLossError, pretext_step

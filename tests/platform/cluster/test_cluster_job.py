@@ -1,0 +1,245 @@
+"""Cluster operations on one machine: a Ray head on this machine with token authentication on,
+the cluster's MLflow tracking server, `crisscross pretrain` submitted as a Ray job with
+`ray job submit --working-dir`, its run found in the server, its metrics in Prometheus' format,
+and the dashboard's job API refusing a request without the token. About 2 minutes.
+
+Only the processes started here are stopped, by their process group: `ray stop` would end every
+Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from crisscross.platform.cluster.tracking_server import (
+    default_spec,
+    private_address,
+    start_detached,
+    stop_group,
+)
+from crisscross.platform.pretrain.job import git_commit
+from tests.conftest import REPO, TINY_SIZES
+
+BIN = Path(sys.executable).parent  # the environment's ray and crisscross commands
+TINY = TINY_SIZES | {  # seconds of training, one epoch
+    "optim.batch_size": 4,
+    "optim.epochs": 1,
+    "optim.repeats_per_epoch": 1,
+    "optim.warmup_epochs": 0.5,
+    "run.workers": 1,
+    "run.name": "job",
+    "monitor.every": 0,
+}
+
+
+EXPORTED = {  # the training loop's Ray metrics, as Prometheus names them
+    "ray_crisscross_samples_per_second",
+    "ray_crisscross_data_wait_share",
+    "ray_crisscross_loss",
+    "ray_crisscross_epoch",
+    "ray_crisscross_steps_total",
+    "ray_crisscross_samples_total",
+}
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def get(url: str, token: str | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError) as exc:  # not listening (yet)
+        return 0, str(exc)
+
+
+@pytest.fixture(scope="module")
+def cluster(synthetic):
+    """A token-authenticated Ray head and the MLflow server, as cluster.yaml starts them."""
+    work = Path(tempfile.mkdtemp(prefix="cc-cluster-"))  # short: Ray's socket paths
+    token = secrets.token_hex(16)
+    gcs, dashboard, metrics, client, agent_http, agent_grpc, runtime_env, mlflow = free_ports(8)
+    server = start_detached(
+        default_spec(
+            host="127.0.0.1",
+            port=mlflow,
+            state_dir=str(work / "head"),
+            artifacts_destination=str(work / "shared" / "mlflow"),
+        )
+    )
+    ip = private_address()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))} | {
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+        "MLFLOW_TRACKING_URI": server["uri"],
+        "CRISSCROSS_STORAGE": str(work / "shared"),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        # this machine may run another Ray (the test session's): name ours to its processes
+        "RAY_ADDRESS": f"{ip}:{gcs}",
+    }
+    head = subprocess.Popen(
+        [
+            *(str(BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats"),
+            *("--node-ip-address", ip, "--port", str(gcs), "--num-cpus", "2"),
+            *("--include-dashboard", "true", "--dashboard-host", "127.0.0.1"),
+            *("--dashboard-port", str(dashboard), "--metrics-export-port", str(metrics)),
+            *("--ray-client-server-port", str(client)),
+            *("--runtime-env-agent-port", str(runtime_env)),
+            *("--dashboard-agent-listen-port", str(agent_http)),
+            *("--dashboard-agent-grpc-port", str(agent_grpc), "--temp-dir", str(work / "ray")),
+        ],
+        env=env,
+        stdout=(work / "head.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.monotonic() + 180
+        while get(f"{address}/api/jobs/", token)[0] != 200:
+            assert head.poll() is None, (work / "head.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, (work / "head.log").read_text()[-3000:]
+            time.sleep(1)
+        yield {
+            "work": work,
+            "token": token,
+            "address": address,
+            "metrics": f"http://127.0.0.1:{metrics}/metrics",
+            "tracking": server["uri"],
+            "env": {k: v for k, v in env.items() if k != "RAY_ADDRESS"},
+            "data": synthetic["kinetics_sound"],
+            "commit": git_commit(),
+        }
+    finally:
+        stop_group(head.pid, timeout=3)  # SIGTERM, then SIGKILL: the head and all it started
+        head.wait(timeout=30)
+        stop_group(server["pid"])
+    with pytest.raises(ProcessLookupError):  # nothing of the head's group is left running
+        os.killpg(head.pid, 0)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def submit(cluster, submission_id: str, *args: str) -> subprocess.CompletedProcess:
+    """`ray job submit` as the README writes it (the commit passed in: .git is not uploaded)."""
+    sets = [f"--set={key}={value}" for key, value in TINY.items()]
+    env_vars = {"env_vars": {"CRISSCROSS_GIT_COMMIT": cluster["commit"]}}
+    command = [str(BIN / "ray"), "job", "submit", "--address", cluster["address"]]
+    command += ["--working-dir", str(REPO), "--runtime-env-json", json.dumps(env_vars)]
+    command += ["--submission-id", submission_id, "--"]
+    command += ["crisscross", "pretrain", "experiments/pretext/quickstart.yaml", *sets, *args]
+    return subprocess.run(
+        command, env=cluster["env"], capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+def job_cli(cluster, *args: str) -> str:
+    command = [str(BIN / "ray"), "job", *args, "--address", cluster["address"]]
+    out = subprocess.run(
+        command, env=cluster["env"], capture_output=True, text=True, timeout=60, check=False
+    )
+    return out.stdout + out.stderr
+
+
+def status_of(cluster, submission_id: str) -> str:
+    """The job's status from the dashboard's job API (with the token)."""
+    code, body = get(f"{cluster['address']}/api/jobs/{submission_id}", cluster["token"])
+    assert code == 200, body
+    return json.loads(body)["status"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(cluster):
+    """`crisscross pretrain experiments/pretext/quickstart.yaml` as a Ray job, then a failing one;
+    what the dashboard's metrics endpoint held afterwards."""
+    seen: dict[str, str] = {}  # metric name -> its last line with run="job"
+    done = threading.Event()
+
+    def scrape() -> None:  # as Prometheus does, while the job runs (gauges end with a worker)
+        while not done.wait(1.0):
+            _, text = get(cluster["metrics"])
+            for line in text.splitlines():
+                if 'run="job"' in line:
+                    seen[line.split("{", 1)[0]] = line
+
+    scraper = threading.Thread(target=scrape, daemon=True)
+    scraper.start()
+    ok = submit(cluster, "pretrain-ok", "--root", str(cluster["data"]))
+    done.set()
+    scraper.join()
+    failed = submit(cluster, "pretrain-bad-root", "--root", "/no/such/dataset")
+    return {"ok": ok, "failed": failed, "metrics": seen}
+
+
+def test_pretraining_job_succeeds_and_its_run_is_in_the_tracking_server(cluster, pretrained):
+    ok = pretrained["ok"]
+    assert ok.returncode == 0, (ok.stdout + ok.stderr)[-4000:]
+    assert "Job 'pretrain-ok' succeeded" in ok.stdout + ok.stderr
+    assert status_of(cluster, "pretrain-ok") == "SUCCEEDED"
+    assert "done: step 3; MLflow run" in job_cli(cluster, "logs", "pretrain-ok")
+    client = MlflowClient(cluster["tracking"])  # the job read MLFLOW_TRACKING_URI from the head
+    experiment = client.get_experiment_by_name("crisscross-quickstart")
+    (run,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'job'")
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["git.commit"] == cluster["commit"]
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # sent through the server
+    shared = cluster["work"] / "shared"
+    # the relative run.output_dir landed on the shared storage, not in the job's temporary copy
+    assert run.data.tags["crisscross.run_dir"] == str(shared / "runs" / "job")
+    assert (shared / "runs" / "job" / "crisscross_run.json").is_file()
+    stored = {p.name for p in (shared / "mlflow").rglob("*.pth.tar")}
+    assert stored == {"vid_job.pth.tar", "aud_job.pth.tar"}  # artifacts on the shared storage
+
+
+def test_a_failing_job_reports_its_exit_status_and_message(cluster, pretrained):
+    failed = pretrained["failed"]
+    assert failed.returncode != 0
+    assert status_of(cluster, "pretrain-bad-root") == "FAILED"
+    assert "exit code 2" in job_cli(cluster, "status", "pretrain-bad-root")
+    logs = job_cli(cluster, "logs", "pretrain-bad-root")
+    assert "data.root: /no/such/dataset: no such folder" in logs
+    assert "Traceback" not in logs
+
+
+def test_the_training_loop_exports_its_metrics_to_prometheus(pretrained):
+    seen = pretrained["metrics"]
+    assert set(seen) >= EXPORTED, sorted(seen)
+    steps = seen["ray_crisscross_steps_total"]
+    assert float(steps.rsplit(" ", 1)[1]) == 3.0  # 15 clips, batch 4: 3 steps
+    assert 'rank="0"' in steps
+
+
+def test_the_job_api_refuses_requests_without_the_token(cluster, pretrained):
+    status, _ = get(f"{cluster['address']}/api/jobs/")
+    assert status in (401, 403)
+    status, _ = get(f"{cluster['address']}/api/jobs/", "0" * 32)  # a wrong token
+    assert status in (401, 403)
+    status, body = get(f"{cluster['address']}/api/jobs/", cluster["token"])
+    assert status == 200
+    assert {job["submission_id"] for job in json.loads(body)} >= {"pretrain-ok"}

@@ -1,0 +1,53 @@
+"""What a run folder lets resume: records without a data digest, and a lost rows file."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from crisscross.config import load_config
+from crisscross.platform.pretrain.resume_check import (
+    DATA_ROWS,
+    ResumeRefusedError,
+    check_resume,
+    record_data,
+)
+from crisscross.platform.pretrain.run_record import write_record
+from crisscross.platform.redact import redact_tree
+from tests.conftest import REPO
+
+QUICKSTART = REPO / "experiments" / "pretext" / "quickstart.yaml"
+ROWS = pa.table({"path": ["/d/a.mp4", "/d/b.mp4"], "size_bytes": [1, 2], "duration": [4.0, 4.0]})
+
+
+def started(tmp_path, **record):
+    config = load_config(QUICKSTART, {"run.name": "r", "run.output_dir": str(tmp_path)})
+    dumped = redact_tree(config.model_dump(by_alias=True, mode="json"))
+    write_record(str(tmp_path / "r"), {"mlflow_run_id": "m1", "config": dumped} | record)
+    return config, str(tmp_path / "r")
+
+
+def test_a_record_from_before_the_digest_resumes_with_a_note(tmp_path):
+    config, run_dir = started(tmp_path)
+    said: list[str] = []
+    record = check_resume(config, run_dir, ROWS, say=said.append)
+    assert record["mlflow_run_id"] == "m1"
+    assert said == [
+        f"note: the run record in {run_dir} holds no digest of its data (written by an older "
+        "crisscross): resuming without checking that the data is the same"
+    ]
+
+
+def test_the_same_rows_resume_and_other_rows_are_refused_even_without_the_rows_file(tmp_path):
+    (tmp_path / "r").mkdir()
+    data = record_data(str(tmp_path / "r"), ROWS)
+    config, run_dir = started(tmp_path, data=data)
+    assert check_resume(config, run_dir, ROWS, say=pytest.fail)["data"] == data
+    (tmp_path / "r" / DATA_ROWS).unlink()
+    with pytest.raises(ResumeRefusedError, match=r"\(2 usable clips then, 1 now\): which rows"):
+        check_resume(config, run_dir, ROWS.slice(0, 1), say=pytest.fail)
+
+
+def test_a_finished_run_is_not_checked(tmp_path):
+    config, run_dir = started(tmp_path, data={"digest": "other", "rows": 9}, finished_step=3)
+    assert check_resume(config, run_dir, ROWS, say=pytest.fail)["finished_step"] == 3
