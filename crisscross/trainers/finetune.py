@@ -34,9 +34,8 @@ from crisscross.trainers.clips import (
     worker_share,
 )
 from crisscross.trainers.pretrain import console_line, quiet_ray
+from crisscross.trainers.run_folder import STATE_FILE, epoch_checkpoint
 from crisscross.trainers.tracking import NullTracker, Tracker
-
-STATE_FILE = "state.pt"
 
 
 @dataclass(frozen=True)
@@ -207,7 +206,7 @@ def _report(
         ray.train.report(
             metrics,
             checkpoint=ray.train.Checkpoint.from_directory(folder),
-            checkpoint_dir_name=f"checkpoint_epoch{fold.epoch:04d}",
+            checkpoint_dir_name=epoch_checkpoint(fold.epoch),
         )
 
 

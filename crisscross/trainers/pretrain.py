@@ -44,11 +44,10 @@ from crisscross.datasets.positions import DataPosition, ShardProgress
 from crisscross.trainers.builders import seeded_model
 from crisscross.trainers.monitor import KnnMonitor, MonitorSet
 from crisscross.trainers.optim import LARC
+from crisscross.trainers.run_folder import BEST_DIR, PROGRESS_FILE, STATE_FILE
 from crisscross.trainers.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
-STATE_FILE = "state.pt"
-BEST_DIR = "best"
 
 
 @dataclass(frozen=True)
@@ -183,7 +182,7 @@ class Checkpointer:
         }
         with tempfile.TemporaryDirectory(prefix="crisscross-ckpt-") as folder:
             torch.save(state, Path(folder) / STATE_FILE)
-            (Path(folder) / "progress.json").write_text(
+            (Path(folder) / PROGRESS_FILE).write_text(
                 json.dumps(
                     {k: v for k, v in state.items() if k in ("step", "epoch", "best")}
                     | {"pid": os.getpid()}  # the worker process that wrote it

@@ -41,6 +41,7 @@ from crisscross.trainers.pretrain import (
     stream_plan,
 )
 from crisscross.trainers.ray_metrics import TrainMetrics
+from crisscross.trainers.run_folder import epoch_checkpoint, step_checkpoint
 from crisscross.trainers.step_modes import compiled, prepare, run_mode
 from crisscross.trainers.stop import StepSignals
 from crisscross.trainers.tracking import NullTracker
@@ -237,7 +238,7 @@ class WorkerLoop:
                 progress,
                 {"step": progress.step, "loss": values["loss"]},
                 position=position,
-                name=f"checkpoint_step{progress.step:09d}",
+                name=step_checkpoint(progress.step),
             )
             signals.saved()
         if signals.reason:  # the driver asked to stop: checkpointed at this step above
@@ -273,7 +274,7 @@ class WorkerLoop:
             summary | {"step": progress.step},
             position=DataPosition(),
             is_best=is_best,
-            name=f"checkpoint_epoch{progress.epoch:04d}_step{progress.step:09d}",
+            name=epoch_checkpoint(progress.epoch, progress.step),
         )
         self.signals.saved()
         line = self.console.line(

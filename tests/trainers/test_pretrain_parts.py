@@ -51,7 +51,8 @@ def test_checkpoint_position_restores_and_old_checkpoints_still_load(tmp_path, m
     import ray.train
     import torch
 
-    from crisscross.trainers.pretrain import STATE_FILE, Checkpointer, restore
+    from crisscross.trainers.pretrain import Checkpointer, restore
+    from crisscross.trainers.run_folder import STATE_FILE
 
     kept = tmp_path / "kept"
 
@@ -177,7 +178,8 @@ def test_best_checkpoint_is_swapped_in_whole_or_kept(tmp_path, monkeypatch):
     import ray.train
     import torch
 
-    from crisscross.trainers.pretrain import BEST_DIR, STATE_FILE, Checkpointer
+    from crisscross.trainers.pretrain import Checkpointer
+    from crisscross.trainers.run_folder import BEST_DIR, STATE_FILE
 
     reported = []
     monkeypatch.setattr(ray.train, "report", lambda metrics, **kw: reported.append(metrics))

@@ -17,14 +17,13 @@ from crisscross.models import (
     read_state_dict,
     submodule_state,
 )
-from crisscross.platform.pretrain.run_record import RUN_RECORD, RecordError, read_record
+from crisscross.platform.pretrain.run_record import RecordError, read_record
 from crisscross.platform.redact import redact
-from crisscross.trainers.pretrain import BEST_DIR, STATE_FILE
+from crisscross.trainers.run_folder import BEST_DIR, RUN_RECORD, STATE_FILE, RunFolder
 
 PREFIX = {"video": "vid", "audio": "aud"}
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _RELEASED = re.compile(r"^(?:vid|aud)_crisscross_(.+?)\.pth(?:\.tar)?$")
-_STEP = re.compile(r"_step(\d+)$")
 
 
 class SourceError(ValueError):
@@ -81,25 +80,13 @@ def _from_file(source: str, path: Path) -> Pretrained:
     )
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint of the highest step in a run folder (names carry it: checkpoint_step<N>
-    mid-epoch, checkpoint_epoch<E>_step<N> at an epoch's end; sorting the names would put every
-    epoch checkpoint before every mid-epoch one). Folders without a state file are partial."""
-    steps = {}
-    for folder in run_dir.glob("checkpoint_*"):
-        match = _STEP.search(folder.name)
-        if match and (folder / STATE_FILE).is_file():
-            steps[folder] = (int(match.group(1)), "epoch" in folder.name)  # epoch end wins a tie
-    return max(steps, key=steps.__getitem__) if steps else None
-
-
 def _from_folder(source: str, path: Path, modality: str) -> Pretrained:
     record_dir = path
     if (path / STATE_FILE).is_file():
         checkpoint = path
         record_dir = path.parent
     elif (path / RUN_RECORD).is_file():
-        checkpoint = latest_checkpoint(path)
+        checkpoint = RunFolder(path).latest()
         if checkpoint is None:
             raise SourceError(f"--pretrained {source}: the run folder holds no checkpoint yet")
     else:

@@ -64,7 +64,8 @@ from crisscross.platform.tracking import (
 )
 from crisscross.trainers.builders import build_model, clip_spec
 from crisscross.trainers.monitor import MonitorSet
-from crisscross.trainers.pretrain import BEST_DIR, STATE_FILE, PretrainJob
+from crisscross.trainers.pretrain import PretrainJob
+from crisscross.trainers.run_folder import BEST_DIR, STATE_FILE
 from crisscross.trainers.worker_loop import train_loop_per_worker
 
 

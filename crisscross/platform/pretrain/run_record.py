@@ -13,8 +13,7 @@ import pyarrow.fs as pafs
 
 from crisscross.datasets.fs import atomic_write_text, join, resolve
 from crisscross.platform.redact import redact_tree
-
-RUN_RECORD = "crisscross_run.json"
+from crisscross.trainers.run_folder import RUN_RECORD
 
 
 class RecordError(ValueError):

@@ -18,7 +18,7 @@ import crisscross.platform.evaluation.finetune as finetune_module
 import crisscross.platform.evaluation.frozen as frozen_module
 from crisscross.models import create_backbone, save_backbone
 from crisscross.platform.evaluation.sources import SourceError, resolve_pretrained
-from crisscross.trainers.pretrain import STATE_FILE
+from crisscross.trainers.run_folder import STATE_FILE
 from tests.conftest import REPO
 
 FINETUNE = REPO / "experiments" / "finetune" / "quickstart_ucf101.yaml"
@@ -389,27 +389,3 @@ def test_svm_reference_protocol_and_its_own_report_row(
     esc = [line for line in out.read_text().splitlines() if line.startswith("| ESC50 | kinetics")]
     assert any(f"| {label} |" in line for line in esc), esc
     assert any("| linear SVM 2s, C by CV |" in line for line in esc), esc
-
-
-def test_the_latest_checkpoint_is_the_highest_step_not_the_last_name(tmp_path):
-    """checkpoint_step… sorts after checkpoint_epoch… by name; the step decides."""
-    from crisscross.platform.evaluation.sources import latest_checkpoint
-
-    for name in (
-        "checkpoint_epoch0001_step000000010",
-        "checkpoint_step000000005",
-        "checkpoint_epoch0002_step000000020",
-        "checkpoint_step000000015",
-        "checkpoint_step000000030",  # partial: no state file
-    ):
-        (tmp_path / name).mkdir()
-        if not name.endswith("030"):
-            (tmp_path / name / STATE_FILE).write_bytes(b"")
-    assert latest_checkpoint(tmp_path).name == "checkpoint_epoch0002_step000000020"
-    (tmp_path / "checkpoint_step000000020").mkdir()
-    (tmp_path / "checkpoint_step000000020" / STATE_FILE).write_bytes(b"")
-    assert latest_checkpoint(tmp_path).name == "checkpoint_epoch0002_step000000020"  # a tie
-    (tmp_path / "checkpoint_step000000025").mkdir()
-    (tmp_path / "checkpoint_step000000025" / STATE_FILE).write_bytes(b"")
-    assert latest_checkpoint(tmp_path).name == "checkpoint_step000000025"
-    assert latest_checkpoint(tmp_path / "checkpoint_step000000005") is None

@@ -17,7 +17,7 @@ from crisscross.config import load_config
 from crisscross.models.weights import load_backbone
 from crisscross.platform.pretrain.job import PretrainError, RunFailedError, run_pretrain
 from crisscross.platform.tracking import MlflowTracker
-from crisscross.trainers.pretrain import STATE_FILE
+from crisscross.trainers.run_folder import STATE_FILE
 from tests.conftest import REPO, TINY_SIZES
 
 QUICKSTART = REPO / "experiments" / "pretext" / "quickstart.yaml"

@@ -17,7 +17,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from crisscross.platform.lease import LEASE_FILE
-from crisscross.trainers.pretrain import STATE_FILE
+from crisscross.trainers.run_folder import STATE_FILE
 from crisscross.trainers.stop import STOP_FILE
 from tests.conftest import REPO, TINY_SIZES
 
