@@ -78,9 +78,9 @@ def finetune(experiment, source, fold, root, workers, sets) -> None:
     split a Ray Train run, softmax averaged over the test clips, tracked in one MLflow run."""
     config = load_experiment(experiment, sets, _extra(root, workers), schema=FinetuneExperiment)
     with as_exit_status():
-        from crisscross.platform.evaluation.finetune import run_finetune
+        from crisscross.platform.evaluation.protocols import evaluate
 
-        outcome = run_finetune(config, source=source, folds=fold, say=click.echo)
+        outcome = evaluate("finetune", config, source=source, folds=fold, say=click.echo)
     click.echo(summary(outcome))
 
 
@@ -104,9 +104,9 @@ def svm(experiment, source, fold, root, workers, sets, choose_c_on_test, protoco
     extra |= {"svm.protocol": protocol} if protocol else {}
     config = load_experiment(experiment, sets, extra, schema=SvmExperiment)
     with as_exit_status():
-        from crisscross.platform.evaluation.frozen import run_svm
+        from crisscross.platform.evaluation.protocols import evaluate
 
-        outcome = run_svm(config, source=source, folds=fold, say=click.echo)
+        outcome = evaluate("svm", config, source=source, folds=fold, say=click.echo)
     click.echo(summary(outcome))
 
 
@@ -117,9 +117,9 @@ def probe(experiment, source, fold, root, workers, sets) -> None:
     audio on ESC-50."""
     config = load_experiment(experiment, sets, _extra(root, workers), schema=ProbeExperiment)
     with as_exit_status():
-        from crisscross.platform.evaluation.frozen import run_probe
+        from crisscross.platform.evaluation.protocols import evaluate
 
-        outcome = run_probe(config, source=source, folds=fold, say=click.echo)
+        outcome = evaluate("probe", config, source=source, folds=fold, say=click.echo)
     click.echo(summary(outcome))
 
 

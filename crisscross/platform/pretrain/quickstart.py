@@ -24,8 +24,7 @@ from crisscross.datasets.manifest import default_manifest_path, read_manifest
 from crisscross.datasets.synth.corpus import corpus_roots, prepare_corpus, write_corpus
 from crisscross.models import save_backbone
 from crisscross.platform.evaluation.common import EvalOutcome
-from crisscross.platform.evaluation.finetune import run_finetune
-from crisscross.platform.evaluation.frozen import run_svm
+from crisscross.platform.evaluation.protocols import evaluate
 from crisscross.platform.evaluation.report import BASELINE_OF, write_report
 from crisscross.platform.pretrain.job import Outcome, announce_ray, run_pretrain
 from crisscross.platform.storage import EXPERIMENTS
@@ -102,15 +101,16 @@ def run_quickstart(workdir: Path, say: Callable[[str], None] = print) -> Quickst
         FINETUNE, {"data.root": str(roots["ucf101"])} | same_store, schema=FinetuneExperiment
     )
     downstream = []
-    for title, run, source, folds in (
-        ("ESC-50 linear SVM (5 folds)", run_svm, "audio", "all"),
-        ("UCF101 fine-tune (split 1)", run_finetune, "video", "1"),
+    for title, experiment, protocol, source, folds in (
+        ("ESC-50 linear SVM (5 folds)", svm, "svm", "audio", "all"),
+        ("UCF101 fine-tune (split 1)", finetune, "finetune", "video", "1"),
     ):
-        experiment = svm if source == "audio" else finetune
         outcomes = {}
         for name, weights in (("pretrained", pretrained.run_id), (RANDOM_INIT, baseline[source])):
             say(f"downstream: {title}, {name.replace('_', ' ')} weights")
-            outcomes[name] = run(experiment, source=str(weights), folds=folds, say=say)
+            outcomes[name] = evaluate(
+                protocol, experiment, source=str(weights), folds=folds, say=say
+            )
         MlflowClient(uri).set_tag(outcomes[RANDOM_INIT].run_id, BASELINE_OF, pretrained.run_id)
         chance = _chance(experiment.data.root, source, folds)
         downstream.append(Downstream(title, outcomes["pretrained"], outcomes[RANDOM_INIT], chance))

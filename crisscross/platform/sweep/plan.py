@@ -13,15 +13,14 @@ from typing import Any
 from crisscross.config import (
     ConfigError,
     ExperimentConfig,
-    FinetuneExperiment,
     Problem,
-    SvmExperiment,
     apply_overrides,
     load_config,
 )
 from crisscross.config.schema import runs_how
 from crisscross.config.sweep_schema import CASE, SweepConfig
 from crisscross.datasets.synth.corpus import corpus_roots
+from crisscross.platform.evaluation.protocols import PROTOCOLS
 from crisscross.platform.storage import is_uri, local_output_folder, output_location
 
 # besides how a trial runs (config.schema.HOW): where it writes and on which data, the sweep's
@@ -205,10 +204,8 @@ def final_configs(sweep: SweepConfig, path: Path, base: ExperimentConfig) -> dic
     if not f.top_k:
         return {}
     finals = {}
-    for protocol, name, schema in (
-        ("svm", f.svm, SvmExperiment),
-        ("finetune", f.finetune, FinetuneExperiment),
-    ):
+    for protocol, name in (("svm", f.svm), ("finetune", f.finetune)):
+        schema = PROTOCOLS[protocol].schema
         if name is None:
             continue
         file = _beside(path, name, f"final.{protocol}")

@@ -58,6 +58,8 @@ from crisscross.platform.tracking import (
 )
 from crisscross.trainers.pretrain import quiet_ray
 
+FINAL_FOLDS = {"svm": "all", "finetune": "1"}  # a final evaluation: all 5 ESC-50 folds, split 1
+
 RECORD = "crisscross_sweep.json"
 
 
@@ -397,8 +399,7 @@ def mark_interrupted_runs(client: MlflowClient, rows: list[TrialRow]) -> None:
 def final_evaluations(plan: SweepPlan, rows: list[TrialRow], *, say: Callable[[str], None]):
     """The configured downstream evaluations on the top-k finished trials, into `row.final`."""
     from crisscross.platform.evaluation.common import EvalError
-    from crisscross.platform.evaluation.finetune import run_finetune
-    from crisscross.platform.evaluation.frozen import run_svm
+    from crisscross.platform.evaluation.protocols import evaluate
     from crisscross.platform.pretrain.job import RunFailedError
 
     top = [r for r in ranked(rows) if r.status == "finished" and r.run_id]
@@ -406,10 +407,8 @@ def final_evaluations(plan: SweepPlan, rows: list[TrialRow], *, say: Callable[[s
         for protocol, config in plan.finals.items():
             say(f"final evaluation of {row.name}: {protocol}")
             try:
-                if protocol == "svm":
-                    outcome = run_svm(config, source=row.run_id, folds="all", say=say)
-                else:
-                    outcome = run_finetune(config, source=row.run_id, folds="1", say=say)
+                folds = FINAL_FOLDS[protocol]
+                outcome = evaluate(protocol, config, source=row.run_id, folds=folds, say=say)
             except (EvalError, RunFailedError) as exc:  # the search's results stay
                 say(f"final evaluation of {row.name}: {protocol} failed: {exc}")
                 row.reason += f"; {protocol} failed: {str(exc).splitlines()[0]}"
