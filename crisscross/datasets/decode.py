@@ -163,8 +163,30 @@ def read_audio(
     if first_time is None:
         raise DecodeError("no audio frame")
     audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    audio, skip = _aligned(audio, round((start - first_time) * rate), rate, sample_rate)
+    first = round((start - first_time) * rate)
+    rate = kernel_rate(rate, sample_rate)  # the same rate, or one within 0.2 % (see there)
+    audio, skip = _aligned(audio, first, rate, sample_rate)
     return _fit(resample(audio, rate, sample_rate), skip, want)
+
+
+MAX_PHASES = 1000  # output phases of one resampling period; every common rate needs at most 640
+RATE_TOLERANCE = 0.002  # how far an odd rate may be taken for a nearby one
+
+
+def kernel_rate(rate: int, target: int) -> int:
+    """The source rate the resampling kernel is built for: `rate` itself when its period is
+    short, else the nearest rate within 0.2 % whose period is. A rate prime to the target
+    (8001 Hz to 16 kHz: 16,000 phases over an 8,001-sample period) builds a dense kernel of
+    hundreds of MB in seconds; read as 8000 Hz instead, the sound is 0.0125 % slower, which no
+    feature sees. The common rates (8 to 96 kHz, 11.025 and 22.05 kHz) are all kept exactly."""
+    if target // math.gcd(rate, target) <= MAX_PHASES:
+        return rate
+    reach = max(1, int(rate * RATE_TOLERANCE))
+    for distance in range(1, reach + 1):
+        for near in (rate - distance, rate + distance):
+            if near > 0 and target // math.gcd(near, target) <= MAX_PHASES:
+                return near
+    return rate  # a target with no short period nearby: exact, whatever it costs
 
 
 def _aligned(audio: np.ndarray, first: int, rate: int, target: int) -> tuple[np.ndarray, int]:

@@ -180,3 +180,43 @@ def test_a_missing_or_damaged_prepared_audio_file_is_a_decode_error(tmp_path):
     (tmp_path / "cut.npy").write_bytes(b"\x93NUMPY")
     with pytest.raises(DecodeError, match=r"cut\.npy: ValueError"):
         read_npy_audio(str(tmp_path / "cut.npy"), 0.0, 1.0, sample_rate=16000)
+
+
+def _tone_wav(path, rate: int, hz: float, seconds: float) -> None:
+    t = np.arange(round(seconds * rate)) / rate
+    samples = (0.5 * np.sin(2 * np.pi * hz * t) * 32767).astype(np.int16)[None, :]
+    with av.open(str(path), "w", format="wav") as out:
+        stream = out.add_stream("pcm_s16le", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
+@pytest.mark.parametrize("rate", [8001, 44101, 96001, 7919])
+def test_an_odd_sample_rate_is_resampled_with_a_small_kernel_and_keeps_its_pitch(tmp_path, rate):
+    """A rate prime to 16 kHz would build a dense kernel of hundreds of MB (16,000 phases); it
+    is read as a rate within 0.2 % instead, and a 1 kHz tone stays within 0.2 % of 1 kHz."""
+    from crisscross.datasets.decode import MAX_PHASES, _Resampler, kernel_rate
+
+    used = kernel_rate(rate, 16000)
+    assert used != rate and abs(used - rate) <= 0.002 * rate
+    kernel = _Resampler.get(used, 16000)
+    assert kernel.phases <= MAX_PHASES
+    assert sum(block.numel() for *_, block in kernel.blocks) < 2_000_000  # floats: under 8 MB
+    path = tmp_path / f"tone{rate}.wav"
+    _tone_wav(path, rate, 1000.0, 3.0)
+    _, (audio,) = read_clip(str(path), audio_spans=[(1.0, 1.0)], sample_rate=16000)
+    assert audio.shape == (16000,)
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(audio.size), n=16 * audio.size))
+    peak = np.argmax(spectrum) * 16000 / (16 * audio.size)
+    assert abs(peak - 1000.0) < 2.0, peak
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 96000])
+def test_the_common_sample_rates_are_resampled_exactly(rate):
+    from crisscross.datasets.decode import kernel_rate
+
+    assert kernel_rate(rate, 16000) == rate
