@@ -100,11 +100,13 @@ def build_manifest(
     classes_file: str | None = None,
     workers: int | None = None,
     progress: bool = False,
+    on: str = "local",
 ) -> BuildReport:
     """List `root` in the layout of `dataset`, probe every file in parallel, write Parquet.
 
     Probes are written as they come to `<out>.parts/` (a rerun after an interruption probes
-    only the rest), merged into the manifest and removed. `progress`: a bar on stderr."""
+    only the rest), merged into the manifest and removed. `progress`: a bar on stderr. `on`:
+    "local" (a thread pool here) or "ray" (tasks on the connected Ray cluster)."""
     layout = create_layout(dataset, classes_file=classes_file)
     needs = layout.requirements
     if min_seconds is not None:
@@ -122,6 +124,7 @@ def build_manifest(
         meta={"dataset": dataset, "root": root},
         workers=workers,
         progress=progress,
+        on=on,
     )
     for row, facts in zip(to_probe, probed, strict=True):
         row.update(facts)

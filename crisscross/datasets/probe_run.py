@@ -1,6 +1,12 @@
 """Probing many files: in parallel, with a progress bar (files/s, ETA, counts per status so far),
 and the results written as they come in Parquet parts beside the manifest, so that an
 interrupted run resumes from what it had; `build_manifest` merges them and removes the parts.
+
+Where the probes run (`on`): "local", a thread pool in this process (a laptop; probing is mostly
+waiting on reads); "ray", Ray tasks of RAY_CHUNK files each on the cluster this process is
+connected to (every node must reach the files: a bucket URI or a shared file system), at most
+two tasks per cluster CPU in flight, results taken as they finish. The driver only writes
+parts and draws the bar, so two million probes cost it little memory beyond their facts.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,6 +33,8 @@ log = logging.getLogger(__name__)
 KEY = ("rel", "size_bytes", "mtime_ns")  # a probe stays good while these do
 PART_ROWS = 2000  # probes per part file, at most
 PART_SECONDS = 30.0  # a part is written at least this often while probes come in
+RAY_CHUNK = 64  # files per Ray task: ~0.5 s of probing, so task overhead stays small
+PLACES = ("local", "ray")
 Key = tuple[str, int | None, int | None]
 
 
@@ -106,10 +114,14 @@ def probe_files(
     meta: dict[str, str],
     workers: int | None = None,
     progress: bool = False,
+    on: str = "local",
 ) -> list[dict[str, Any]]:
     """The probe facts of each of `rows` (with "path" and KEY), in order: those in `parts` from
-    an interrupted run as they were, the others probed `workers` at a time and written there as
-    they come. `progress`: a bar on stderr with the counts per status so far."""
+    an interrupted run as they were, the others probed (`on` this machine's `workers` threads,
+    or Ray tasks) and written there as they come. `progress`: a bar on stderr with the counts
+    per status so far."""
+    if on not in PLACES:
+        raise ValueError(f"probes run on one of {', '.join(PLACES)}, not {on!r}")
     done = read_parts(parts, meta)
     facts: list[dict[str, Any] | None] = [done.get(tuple(r[k] for k in KEY)) for r in rows]
     todo = [i for i, f in enumerate(facts) if f is None]
@@ -121,7 +133,8 @@ def probe_files(
     writer = PartWriter(parts, _schema(schema, meta))
     shown = 0.0
     try:
-        for i, found in _probed(rows, todo, workers):
+        probed = _probed_on_ray(rows, todo) if on == "ray" else _probed(rows, todo, workers)
+        for i, found in probed:
             facts[i] = found
             writer.add(rows[i], found)
             counts[judge(found, needs)[0]] += 1
@@ -144,6 +157,49 @@ def _probed(
     rows: list[dict[str, Any]], todo: list[int], workers: int | None
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(index, facts) of each of `todo`, in order; leaving early cancels the probes not begun."""
-    work: Callable[[int], dict[str, Any]] = lambda i: probe(rows[i]["path"], rows[i]["size_bytes"])  # noqa: E731
+
+    def work(i: int) -> dict[str, Any]:
+        return _safe_probe(rows[i]["path"], rows[i]["size_bytes"])
+
     with ThreadPoolExecutor(max_workers=workers or min(32, 4 * (os.cpu_count() or 1))) as pool:
         yield from zip(todo, pool.map(work, todo), strict=True)
+
+
+def _safe_probe(path: str, size: int | None) -> dict[str, Any]:
+    """`probe`, with any exception it lets through (a decoder bug, a FIFO's error) recorded as
+    the file's error: one file never ends a build."""
+    try:
+        return probe(path, size)
+    except Exception as exc:
+        return dict(FACTS) | {"error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
+
+
+def _probe_chunk(items: list[tuple[str, int | None]]) -> list[dict[str, Any]]:
+    """One Ray task's probes: the facts of each (path, size), in order."""
+    return [_safe_probe(path, size) for path, size in items]
+
+
+def _probed_on_ray(
+    rows: list[dict[str, Any]], todo: list[int]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(index, facts) of each of `todo` as Ray tasks finish; leaving early cancels the rest."""
+    import ray
+
+    task = ray.remote(num_cpus=1, max_retries=3)(_probe_chunk)
+    chunks = [todo[i : i + RAY_CHUNK] for i in range(0, len(todo), RAY_CHUNK)]
+    limit = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    pending: dict[Any, list[int]] = {}
+    submitted = 0
+    try:
+        while submitted < len(chunks) or pending:
+            while submitted < len(chunks) and len(pending) < limit:
+                chunk = chunks[submitted]
+                items = [(rows[i]["path"], rows[i]["size_bytes"]) for i in chunk]
+                pending[task.remote(items)] = chunk
+                submitted += 1
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            chunk = pending.pop(ready[0])
+            yield from zip(chunk, ray.get(ready[0]), strict=True)
+    finally:
+        for ref in pending:
+            ray.cancel(ref)

@@ -67,3 +67,41 @@ def test_the_progress_bar_counts_each_status(synthetic, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "probing" in err and f"{n}/{n}" in err and f"ok {n}" in err
     assert "file/s" in err
+
+
+def test_probes_as_ray_tasks_give_the_local_manifest(synthetic, tmp_path, monkeypatch, local_ray):
+    root = str(synthetic["esc50"])
+    here = build_manifest("esc50", root, out=str(tmp_path / "here.parquet"), workers=2)
+    monkeypatch.setattr(probe_run, "RAY_CHUNK", 4)  # several tasks for the small set
+    monkeypatch.setattr(probe_run, "PART_ROWS", 4)
+    calls = _counting(monkeypatch)  # the driver's probe: Ray tasks must not use it
+    report = build_manifest("esc50", root, out=str(tmp_path / "ray.parquet"), on="ray")
+    assert calls == []
+    assert report.probed == here.probed > 4
+    assert report.manifest.table.equals(here.manifest.table)
+    assert not (tmp_path / "ray.parquet.parts").exists()
+
+
+def test_a_probe_that_raises_marks_its_file_and_the_build_goes_on(synthetic, tmp_path, monkeypatch):
+    real = probe_run.probe
+    broken: list[str] = []
+
+    def probe(uri, size=None):
+        if not broken:
+            broken.append(uri)
+            raise RuntimeError("a decoder bug\nwith a second line")
+        return real(uri, size)
+
+    monkeypatch.setattr(probe_run, "probe", probe)
+    table = build_manifest("esc50", str(synthetic["esc50"]), out=str(tmp_path / "m.parquet"),
+                           workers=1).manifest.table  # fmt: skip
+    rows = [r for r in table.to_pylist() if r["path"] == broken[0]]
+    assert len(rows) == 1 and rows[0]["status"] != "ok"
+    assert rows[0]["error"] == "RuntimeError: a decoder bug"
+    assert sum(r["status"] == "ok" for r in table.to_pylist()) == table.num_rows - 1
+
+
+def test_an_unknown_place_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="probes run on one of local, ray, not 'gpu'"):
+        probe_run.probe_files([], needs=None, parts=str(tmp_path / "p"), schema=None, meta={},
+                              on="gpu")  # fmt: skip

@@ -6,6 +6,7 @@ fast; the choices they own are read when a command needs them (LazyChoice).
 
 from __future__ import annotations
 
+import os
 import time
 
 import click
@@ -79,7 +80,16 @@ def synth(
 @click.option("--out", help="Manifest file [ROOT/crisscross_manifest_DATASET.parquet].")
 @click.option("--min-seconds", type=click.FloatRange(min=0), help="Shortest usable file.")
 @click.option("--classes-file", type=click.Path(dir_okay=False), help="Kinetics-Sound classes.")
-@click.option("--workers", type=click.IntRange(min=1), help="Parallel probes.")
+@click.option("--workers", type=click.IntRange(min=1), help="Parallel probes (local threads).")
+@click.option(
+    "--on",
+    "place",
+    type=click.Choice(["auto", "local", "ray"]),
+    default="auto",
+    show_default=True,
+    help="Where the probes run: ray (tasks on $RAY_ADDRESS's cluster, or a local Ray), local "
+    "(threads here); auto is ray when RAY_ADDRESS is set.",
+)
 def manifest(
     dataset: str,
     root: str,
@@ -87,17 +97,25 @@ def manifest(
     min_seconds: float | None,
     classes_file: str | None,
     workers: int | None,
+    place: str,
 ) -> None:
     """Probe every file of DATASET under ROOT and write its manifest (Parquet).
 
     Files whose size and modification time did not change keep their earlier probe. A bar on
     stderr shows files/s, the ETA and the counts per status; probes are saved as they come in
-    OUT.parts/, so the same command after an interruption probes only the rest.
+    OUT.parts/, so the same command after an interruption probes only the rest. On a cluster
+    (RAY_ADDRESS set) the probes are Ray tasks; every node must reach ROOT.
     """
     from crisscross.datasets.layouts import LayoutError
     from crisscross.datasets.manifest import build_manifest, summary
 
     start = time.perf_counter()
+    on = "ray" if place == "ray" or (place == "auto" and os.environ.get("RAY_ADDRESS")) else "local"
+    if on == "ray":
+        from crisscross.platform.pretrain.job import announce_ray
+
+        local = announce_ray(click.echo)
+        click.echo(f"probing as Ray tasks on {'a local Ray' if local else 'the cluster'}")
     try:
         report = build_manifest(
             dataset,
@@ -107,6 +125,7 @@ def manifest(
             classes_file=classes_file,
             workers=workers,
             progress=True,
+            on=on,
         )
     except (LayoutError, FileNotFoundError, NotADirectoryError) as exc:
         raise BadInput(str(exc)) from None

@@ -21,6 +21,16 @@ def test_synth_then_manifest(run_cli, tmp_path):
     assert "(0 probed, 10 unchanged)" in again.stdout
 
 
+def test_manifest_on_ray_probes_as_tasks_and_says_so(run_cli, tmp_path, local_ray, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    root = tmp_path / "esc"
+    run_cli("synth", "esc50", "--out", str(root), "--classes", "2", "--per-class", "3")
+    result = run_cli("manifest", "esc50", "--root", str(root), "--on", "ray")
+    assert result.exit_code == 0, result.stderr
+    assert "probing as Ray tasks on a local Ray" in result.stdout
+    assert "6 files (6 probed, 0 unchanged)" in result.stdout and "6/6" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
