@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,13 @@ import av
 import numpy as np
 import pyarrow as pa
 import ray
+from tqdm import tqdm
 
 from crisscross.datasets.decode import read_audio, read_frames
 from crisscross.datasets.manifest import Manifest, build_manifest, write_manifest
 from crisscross.datasets.media import write_av
 from crisscross.datasets.probe import open_media, probe
+from crisscross.datasets.ray_map import chunked_on_ray
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +164,9 @@ def _atomic(target: str, write) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-@ray.remote(num_cpus=1)
-def _prepare_remote(row: dict[str, Any], out: str, spec: PrepareSpec) -> dict[str, Any]:
-    return prepare_file(row, out, spec)
+def _prepare_chunk(rows: list[dict[str, Any]], out: str, spec: PrepareSpec) -> list[dict[str, Any]]:
+    """One Ray task: `prepare_file` of each row, in order."""
+    return [prepare_file(row, out, spec) for row in rows]
 
 
 def prepare_dataset(
@@ -172,12 +175,14 @@ def prepare_dataset(
     out: str,
     *,
     spec: PrepareSpec = PrepareSpec(),
-    progress=None,
+    progress: bool = False,
     **manifest_options: Any,
 ) -> PrepareReport:
-    """Prepare every usable file of `dataset` at `root` into `out`; resumable, parallel."""
+    """Prepare every usable file of `dataset` at `root` into `out`; resumable (files already
+    there are kept), as Ray tasks (two per CPU in flight). `progress`: a bar on stderr with
+    files/s, the ETA and the counts per status so far."""
     start = time.perf_counter()
-    source = build_manifest(dataset, root, **manifest_options).manifest
+    source = build_manifest(dataset, root, progress=progress, **manifest_options).manifest
     rows = source.table.to_pylist()
     todo = [row for row in rows if row["status"] == "ok"]
     skipped = sum(all(os.path.exists(p) for p in _wanted(row, out, spec)) for row in todo)
@@ -185,14 +190,20 @@ def prepare_dataset(
         _check_space(out, frames_bytes(todo, spec))
     if not ray.is_initialized():
         ray.init(configure_logging=False, log_to_driver=False)
-    pending = [_prepare_remote.remote(row, out, spec) for row in todo]
     results: dict[str, dict[str, Any]] = {}
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=min(len(pending), 8), timeout=5.0)
-        for result in ray.get(ready):
+    counts: Counter[str] = Counter()
+    bar = tqdm(total=len(todo), unit="file", desc="preparing", disable=not progress,
+               dynamic_ncols=True, smoothing=0.05)  # fmt: skip
+    try:
+        for _, result in chunked_on_ray(_prepare_chunk, todo, chunk=1, args=(out, spec)):
             results[result["rel"]] = result
-        if progress:
-            progress(len(results), len(todo))
+            counts[result["status"]] += 1
+            bar.update(1)
+            bar.set_postfix_str(
+                " ".join(f"{k} {n}" for k, n in counts.most_common()), refresh=False
+            )
+    finally:
+        bar.close()
     prepared_rows = [results.get(row["rel"], row) for row in rows]
     table = pa.Table.from_pylist(prepared_rows, schema=source.table.schema)
     manifest = Manifest(table, dataset, out, source.classes, source.min_seconds)

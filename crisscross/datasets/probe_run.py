@@ -28,6 +28,7 @@ from tqdm import tqdm
 from crisscross.datasets.fs import atomic_output, join, resolve
 from crisscross.datasets.layouts.base import Requirements
 from crisscross.datasets.probe import FACTS, judge, probe
+from crisscross.datasets.ray_map import chunked_on_ray
 
 log = logging.getLogger(__name__)
 KEY = ("rel", "size_bytes", "mtime_ns")  # a probe stays good while these do
@@ -183,23 +184,6 @@ def _probed_on_ray(
     rows: list[dict[str, Any]], todo: list[int]
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(index, facts) of each of `todo` as Ray tasks finish; leaving early cancels the rest."""
-    import ray
-
-    task = ray.remote(num_cpus=1, max_retries=3)(_probe_chunk)
-    chunks = [todo[i : i + RAY_CHUNK] for i in range(0, len(todo), RAY_CHUNK)]
-    limit = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-    pending: dict[Any, list[int]] = {}
-    submitted = 0
-    try:
-        while submitted < len(chunks) or pending:
-            while submitted < len(chunks) and len(pending) < limit:
-                chunk = chunks[submitted]
-                items = [(rows[i]["path"], rows[i]["size_bytes"]) for i in chunk]
-                pending[task.remote(items)] = chunk
-                submitted += 1
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            chunk = pending.pop(ready[0])
-            yield from zip(chunk, ray.get(ready[0]), strict=True)
-    finally:
-        for ref in pending:
-            ray.cancel(ref)
+    items = [(rows[i]["path"], rows[i]["size_bytes"]) for i in todo]
+    for k, facts in chunked_on_ray(_probe_chunk, items, chunk=RAY_CHUNK):
+        yield todo[k], facts

@@ -179,24 +179,18 @@ def prepare(
     spec = PrepareSpec(
         short_side=short_side, fps=fps, keyframe_every=keyframe_every, video_format=video_format
     )
-    with click.progressbar(length=0, label="preparing", show_pos=True) as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.length = total
-            bar.update(done - bar.pos)
-
-        try:
-            report = prepare_dataset(
-                dataset,
-                root,
-                out,
-                spec=spec,
-                progress=progress,
-                min_seconds=min_seconds,
-                classes_file=classes_file,
-            )
-        except (LayoutError, FileNotFoundError, NotADirectoryError, NotEnoughSpaceError) as exc:
-            raise BadInput(str(exc)) from None
+    try:
+        report = prepare_dataset(
+            dataset,
+            root,
+            out,
+            spec=spec,
+            progress=True,
+            min_seconds=min_seconds,
+            classes_file=classes_file,
+        )
+    except (LayoutError, FileNotFoundError, NotADirectoryError, NotEnoughSpaceError) as exc:
+        raise BadInput(str(exc)) from None
     click.echo(summary(report.manifest))
     click.echo(
         f"{report.path}: {report.done} prepared, {report.skipped} already done, "

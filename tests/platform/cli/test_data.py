@@ -62,6 +62,7 @@ def test_prepare_command(run_cli, local_ray, tmp_path):
     result = run_cli("prepare", "esc50", "--root", str(root), "--out", str(tmp_path / "prep"))
     assert result.exit_code == 0, result.stderr
     assert "10 prepared, 0 already done, 0 failed" in result.stdout
+    assert "preparing" in result.stderr and "10/10" in result.stderr and "ok 10" in result.stderr
     assert len(list((tmp_path / "prep").rglob("*.audio.npy"))) == 10
 
 

@@ -1,0 +1,50 @@
+"""A function mapped over many items as Ray tasks, a bounded number in flight, results taken as
+they finish: what probing and `prepare` do with millions of files.
+
+Written here because Ray Data's `map_batches` would return results in blocks the driver can
+only take at the end (no per-file progress, nothing written until it ends), and submitting
+every task at once leaves millions of pending tasks with the scheduler and their arguments on
+the driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+
+def chunked_on_ray(
+    function: Callable[[list[Any]], list[Any]],
+    items: Sequence[Any],
+    *,
+    chunk: int,
+    args: tuple[Any, ...] = (),
+    num_cpus: float = 1.0,
+    retries: int = 3,
+    per_cpu: int = 2,
+) -> Iterator[tuple[int, Any]]:
+    """(index into `items`, result) of `function` applied to chunks of `chunk` items (it takes
+    a list and returns one result per item, in order; `args` follow the list in every call,
+    put in the object store once), as Ray tasks on the connected cluster,
+    at most `per_cpu` tasks per cluster CPU in flight; leaving early cancels the rest."""
+    import ray
+
+    task = ray.remote(num_cpus=num_cpus, max_retries=retries)(function)
+    shared = [ray.put(a) for a in args]
+    starts = range(0, len(items), chunk)
+    limit = max(2, per_cpu * int(ray.cluster_resources().get("CPU", 1)))
+    pending: dict[Any, int] = {}
+    submitted = 0
+    try:
+        while submitted < len(starts) or pending:
+            while submitted < len(starts) and len(pending) < limit:
+                first = starts[submitted]
+                pending[task.remote(list(items[first : first + chunk]), *shared)] = first
+                submitted += 1
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            first = pending.pop(ready[0])
+            for offset, result in enumerate(ray.get(ready[0])):
+                yield first + offset, result
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
