@@ -101,12 +101,15 @@ def build_manifest(
     workers: int | None = None,
     progress: bool = False,
     on: str = "local",
+    verify: str = "header",
 ) -> BuildReport:
     """List `root` in the layout of `dataset`, probe every file in parallel, write Parquet.
 
     Probes are written as they come to `<out>.parts/` (a rerun after an interruption probes
     only the rest), merged into the manifest and removed. `progress`: a bar on stderr. `on`:
-    "local" (a thread pool here) or "ray" (tasks on the connected Ray cluster)."""
+    "local" (a thread pool here) or "ray" (tasks on the connected Ray cluster). `verify`:
+    "header", or "demux"/"decode" to read every packet (`probe`); a verifying build probes
+    every file again rather than trust an earlier manifest's header-only probes."""
     layout = create_layout(dataset, classes_file=classes_file)
     needs = layout.requirements
     if min_seconds is not None:
@@ -114,17 +117,20 @@ def build_manifest(
     tree = Tree(root)
     listing = layout.scan(tree)
     out = out or default_manifest_path(dataset, root)
-    rows, to_probe = _listed_rows(tree, listing.entries, _cached_facts(out, dataset, root))
+    cached = _cached_facts(out, dataset, root) if verify == "header" else {}
+    rows, to_probe = _listed_rows(tree, listing.entries, cached)
     parts = parts_folder(out)
     probed = probe_files(
         to_probe,
         needs=needs,
         parts=parts,
         schema=SCHEMA,
-        meta={"dataset": dataset, "root": root},
+        meta={"dataset": dataset, "root": root}
+        | ({"verify": verify} if verify != "header" else {}),
         workers=workers,
         progress=progress,
         on=on,
+        verify=verify,
     )
     for row, facts in zip(to_probe, probed, strict=True):
         row.update(facts)

@@ -6,6 +6,12 @@ container's and the streams' durations; `video_seconds` and `audio_seconds` say 
 ends, and `usable_seconds` is how long every stream a dataset needs lasts: a window must lie inside
 all of them (the reference keeps windows inside the shorter stream). Frames larger than
 MAX_PIXELS are `unreadable`: a few KB of such a file cost gigabytes to decode.
+
+A header can promise more than the file holds (a truncated AVI keeps its frame count; a damaged
+mp4 demuxes whole and stops decoding half-way). `verify` reads further: "demux" reads every
+packet and finds how far each stream really goes; "decode" also decodes every packet. A file
+that holds less than VERIFY_SHARE of what its header says, or stops decoding, is `unreadable`,
+with the frames (or seconds) found against those claimed.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from crisscross.datasets.layouts.base import Requirements
 # 4096 x 4096, 16.8 Mpx: every 4K and DCI-4K frame fits; a decoded frame above it is over 50 MB
 # in RGB and a sample decodes several (8192 x 8192: 200 MB each)
 MAX_PIXELS = 4096 * 4096
+VERIFY = ("header", "demux", "decode")
+VERIFY_SHARE = 0.9  # a stream holding less than this share of what its header claims is cut
 
 FACTS: dict[str, Any] = {  # every probed column and its value when unknown
     "duration": None,
@@ -53,8 +61,11 @@ def open_media(uri: str):
             yield container
 
 
-def probe(uri: str, size: int | None = None) -> dict[str, Any]:
-    """Media facts of a file (keys of FACTS); `error` says why it could not be read, if so."""
+def probe(uri: str, size: int | None = None, verify: str = "header") -> dict[str, Any]:
+    """Media facts of a file (keys of FACTS); `error` says why it could not be read, if so.
+    `verify`: how far to read (VERIFY; the module's docstring)."""
+    if verify not in VERIFY:
+        raise ValueError(f"verify is one of {', '.join(VERIFY)}, not {verify!r}")
     facts = dict(FACTS)
     if size == 0:
         facts["error"] = "empty file (0 bytes)"
@@ -62,6 +73,9 @@ def probe(uri: str, size: int | None = None) -> dict[str, Any]:
     try:
         with open_media(uri) as container:
             _read_streams(container, facts)
+            if verify != "header" and not _oversized(facts):
+                container.seek(0)
+                facts["error"] = _verified(container, facts, decode=verify == "decode")
     except av.FFmpegError as exc:  # its str() repeats the errno and the path
         facts["error"] = f"{type(exc).__name__}: {exc.strerror}"
     except (OSError, ValueError, IndexError) as exc:
@@ -107,6 +121,41 @@ def _read_streams(container: av.container.InputContainer, facts: dict[str, Any])
     if facts["fps"] and facts["duration"]:
         frames = container.streams.video[0].frames
         facts["frames"] = int(frames) if frames else round(facts["duration"] * facts["fps"])
+
+
+def _verified(container: av.container.InputContainer, facts: dict[str, Any], *, decode: bool):
+    """None when every packet demuxes (and decodes) and each stream reaches VERIFY_SHARE of its
+    claimed end (and the video of its claimed frames); else why not, with the counts."""
+    streams = [s for s in (*container.streams.video[:1], *container.streams.audio[:1])]
+    ends = {s.index: 0.0 for s in streams}
+    frames = 0
+    kind = "decoding" if decode else "demuxing"
+    try:
+        for packet in container.demux(streams):
+            if packet.size == 0:
+                continue
+            stream = packet.stream
+            if packet.pts is not None and stream.time_base:
+                end = (packet.pts + (packet.duration or 0)) * stream.time_base
+                ends[stream.index] = max(ends[stream.index], float(end))
+            if stream.type == "video":
+                frames += 1
+            if decode:
+                packet.decode()
+    except (av.FFmpegError, ValueError) as exc:
+        claimed = facts["frames"]
+        return f"corrupt: {kind} failed after {frames} of {claimed} video frames ({exc})"[:300]
+    problems = []
+    claimed = facts["frames"]
+    if container.streams.video and claimed and frames < VERIFY_SHARE * claimed:
+        problems.append(f"{frames} of {claimed} video frames")
+    for stream in streams:
+        said = facts[f"{stream.type}_seconds"] or facts["duration"]
+        start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        found = ends[stream.index] - max(start, 0.0)
+        if said and found < VERIFY_SHARE * (said - max(start, 0.0)):
+            problems.append(f"{stream.type} to {found:.2f} s of {said:.2f} s")
+    return f"truncated: {kind} found {', '.join(problems)}" if problems else None
 
 
 def _oversized(facts: dict[str, Any]) -> str:

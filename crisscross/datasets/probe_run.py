@@ -116,6 +116,7 @@ def probe_files(
     workers: int | None = None,
     progress: bool = False,
     on: str = "local",
+    verify: str = "header",
 ) -> list[dict[str, Any]]:
     """The probe facts of each of `rows` (with "path" and KEY), in order: those in `parts` from
     an interrupted run as they were, the others probed (`on` this machine's `workers` threads,
@@ -134,7 +135,11 @@ def probe_files(
     writer = PartWriter(parts, _schema(schema, meta))
     shown = 0.0
     try:
-        probed = _probed_on_ray(rows, todo) if on == "ray" else _probed(rows, todo, workers)
+        probed = (
+            _probed_on_ray(rows, todo, verify)
+            if on == "ray"
+            else _probed(rows, todo, workers, verify)
+        )
         for i, found in probed:
             facts[i] = found
             writer.add(rows[i], found)
@@ -155,35 +160,35 @@ def _counts(counts: Counter[str]) -> str:
 
 
 def _probed(
-    rows: list[dict[str, Any]], todo: list[int], workers: int | None
+    rows: list[dict[str, Any]], todo: list[int], workers: int | None, verify: str
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(index, facts) of each of `todo`, in order; leaving early cancels the probes not begun."""
 
     def work(i: int) -> dict[str, Any]:
-        return _safe_probe(rows[i]["path"], rows[i]["size_bytes"])
+        return _safe_probe(rows[i]["path"], rows[i]["size_bytes"], verify)
 
     with ThreadPoolExecutor(max_workers=workers or min(32, 4 * (os.cpu_count() or 1))) as pool:
         yield from zip(todo, pool.map(work, todo), strict=True)
 
 
-def _safe_probe(path: str, size: int | None) -> dict[str, Any]:
+def _safe_probe(path: str, size: int | None, verify: str = "header") -> dict[str, Any]:
     """`probe`, with any exception it lets through (a decoder bug, a FIFO's error) recorded as
     the file's error: one file never ends a build."""
     try:
-        return probe(path, size)
+        return probe(path, size, verify) if verify != "header" else probe(path, size)
     except Exception as exc:
         return dict(FACTS) | {"error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
 
 
-def _probe_chunk(items: list[tuple[str, int | None]]) -> list[dict[str, Any]]:
+def _probe_chunk(items: list[tuple[str, int | None]], verify: str) -> list[dict[str, Any]]:
     """One Ray task's probes: the facts of each (path, size), in order."""
-    return [_safe_probe(path, size) for path, size in items]
+    return [_safe_probe(path, size, verify) for path, size in items]
 
 
 def _probed_on_ray(
-    rows: list[dict[str, Any]], todo: list[int]
+    rows: list[dict[str, Any]], todo: list[int], verify: str
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(index, facts) of each of `todo` as Ray tasks finish; leaving early cancels the rest."""
     items = [(rows[i]["path"], rows[i]["size_bytes"]) for i in todo]
-    for k, facts in chunked_on_ray(_probe_chunk, items, chunk=RAY_CHUNK):
+    for k, facts in chunked_on_ray(_probe_chunk, items, chunk=RAY_CHUNK, args=(verify,)):
         yield todo[k], facts

@@ -1,4 +1,5 @@
-"""Probing: a frame-size cap judged without decoding a frame."""
+"""Probing: a frame-size cap judged without decoding a frame; verifying finds truncated and
+corrupt files whose header looks whole."""
 
 from __future__ import annotations
 
@@ -76,3 +77,62 @@ def test_a_small_video_is_still_proved_by_decoding_a_frame(tmp_path):
     write_video(path, 64, 48)
     facts = probe(str(path))
     assert (facts["rotation"], judge(facts, NEEDS)) == (0, ("ok", ""))
+
+
+def _damaged(tmp_path):
+    """A 3 s clip as AVI cut to a third of its bytes, and as mp4 with 2 KB of noise in the
+    middle: both keep a header that promises 3 s."""
+    from crisscross.datasets.media import write_av
+
+    rng = np.random.default_rng(0)
+    video = (rng.random((75, 48, 64, 3)) * 255).astype(np.uint8)
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(3 * 16000) / 16000)[None, :]
+    paths = {}
+    for ext in ("avi", "mp4"):
+        whole = tmp_path / f"whole.{ext}"
+        write_av(whole, video, fps=25, audio_CN=tone, sample_rate=16000)
+        data = bytearray(whole.read_bytes())
+        if ext == "avi":
+            data = data[: len(data) // 3]
+        else:
+            middle = len(data) // 2
+            data[middle : middle + 2000] = rng.integers(0, 256, 2000, dtype=np.uint8).tobytes()
+        paths[ext] = tmp_path / f"damaged.{ext}"
+        paths[ext].write_bytes(bytes(data))
+        paths[f"whole_{ext}"] = whole
+    return paths
+
+
+def test_verify_finds_a_truncated_avi_and_a_corrupt_mp4_the_header_calls_ok(tmp_path):
+    paths = _damaged(tmp_path)
+    for whole in ("whole_avi", "whole_mp4"):
+        assert [probe(str(paths[whole]), verify=v)["error"] for v in probing.VERIFY] == [None] * 3
+    avi = [probe(str(paths["avi"]), verify=v)["error"] for v in probing.VERIFY]
+    assert avi[0] is None  # the header still says 77 frames
+    assert avi[1] == "truncated: demuxing found 23 of 77 video frames"
+    assert avi[2] == "truncated: decoding found 23 of 77 video frames"
+    mp4 = [probe(str(paths["mp4"]), verify=v)["error"] for v in probing.VERIFY]
+    assert mp4[:2] == [None, None]  # every packet is there; its contents are not
+    assert mp4[2].startswith("corrupt: decoding failed after 39 of 75 video frames")
+    with pytest.raises(ValueError, match="verify is one of header, demux, decode, not 'all'"):
+        probe(str(paths["avi"]), verify="all")
+
+
+def test_a_verifying_manifest_marks_them_unreadable_and_probes_again(tmp_path):
+    import shutil
+
+    from crisscross.datasets.manifest import build_manifest
+    from crisscross.datasets.synth import SynthSpec, synthesize
+
+    root = tmp_path / "ucf"
+    synthesize("ucf101", root, SynthSpec(classes=2, per_class=2, seconds=3.0, width=64, height=48))
+    target = sorted(root.rglob("*.avi"))[0]
+    shutil.copyfile(_damaged(tmp_path)["avi"], target)
+    header = build_manifest("ucf101", str(root)).manifest.table.to_pylist()
+    assert {r["status"] for r in header} == {"ok"}
+    report = build_manifest("ucf101", str(root), verify="demux")
+    assert report.probed == len(header)  # the header-only probes were not trusted
+    rows = {r["path"]: r for r in report.manifest.table.to_pylist()}
+    assert rows[str(target)]["status"] == "unreadable"
+    assert "23 of 77 video frames" in rows[str(target)]["reason"]
+    assert sum(r["status"] == "ok" for r in rows.values()) == len(rows) - 1

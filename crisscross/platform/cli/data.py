@@ -90,6 +90,14 @@ def synth(
     help="Where the probes run: ray (tasks on $RAY_ADDRESS's cluster, or a local Ray), local "
     "(threads here); auto is ray when RAY_ADDRESS is set.",
 )
+@click.option(
+    "--verify",
+    type=click.Choice(["header", "demux", "decode"]),
+    default="header",
+    show_default=True,
+    help="How far to read each file: its header; every packet (finds truncated files, about "
+    "2x a header probe); every packet decoded (finds corrupt ones, about 20x).",
+)
 def manifest(
     dataset: str,
     root: str,
@@ -98,6 +106,7 @@ def manifest(
     classes_file: str | None,
     workers: int | None,
     place: str,
+    verify: str,
 ) -> None:
     """Probe every file of DATASET under ROOT and write its manifest (Parquet).
 
@@ -126,6 +135,7 @@ def manifest(
             workers=workers,
             progress=True,
             on=on,
+            verify=verify,
         )
     except (LayoutError, FileNotFoundError, NotADirectoryError) as exc:
         raise BadInput(str(exc)) from None
