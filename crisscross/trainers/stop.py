@@ -2,7 +2,8 @@
 
 The driver asks a run to stop (on SIGINT/SIGTERM) by writing STOP_FILE into the run folder. Rank 0
 looks for it at most every `poll_seconds`, and checks the time since the last checkpoint; every
-rank learns the answer from one all-reduce per step, so all checkpoint and stop at the same step.
+rank learns the answer at the same step, from the one all-reduce per step that also tells whether
+every rank still has a batch (`exchange`), so all checkpoint and stop at the same step.
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ class StepSignals:
 
     def due(self) -> bool:
         """Whether to checkpoint at this step; every worker calls it at the same step."""
+        return self.exchange(True)[1]
+
+    def exchange(self, has_batch: bool) -> tuple[bool, bool]:
+        """(every rank has its next batch, checkpoint now), agreed by all ranks in one
+        all-reduce; every worker calls it at the same step, before the step."""
         code = _NONE
         if self.rank == 0:
             now = time.monotonic()
@@ -62,13 +68,14 @@ class StepSignals:
                 code = _STOP if self.reason else _NONE
             if code == _NONE and self.checkpoint_seconds:
                 code = _TIMED if now - self._saved >= self.checkpoint_seconds else _NONE
+        missing = int(not has_batch)
         if self.world > 1:
-            t = torch.tensor([code], device=self.device)
+            t = torch.tensor([missing, code], device=self.device)
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            code = int(t.item())
+            missing, code = (int(v) for v in t.tolist())
         if code == _STOP and self.reason is None:
             self.reason = "stop requested"
-        return code != _NONE
+        return not missing, code != _NONE
 
     def saved(self) -> None:
         """A checkpoint was written now (the time-based interval starts again)."""

@@ -31,7 +31,6 @@ from crisscross.trainers.pretrain import (
     PretrainJob,
     StreamPlan,
     all_sum,
-    all_true,
     best_score,
     console_line,
     epoch_position,
@@ -91,6 +90,8 @@ class WorkerLoop:
             device=self.device,
             checkpoint_seconds=60 * config.run.checkpoint_minutes,
         )
+        self.saved_step = self.progress.step  # of the last checkpoint (a restored one's)
+        self.last_loss = float("nan")
         self.tracker = job.tracker if self.rank == 0 else NullTracker()
         self.tracker.open()
         self._start_monitor()
@@ -167,7 +168,14 @@ class WorkerLoop:
             t0 = time.perf_counter()
             batch = next(batches, None)
             wait = time.perf_counter() - t0
-            if not all_true(batch is not None, self.world, self.device):
+            have, due = self.signals.exchange(batch is not None)
+            # the state after the last step; a stop always names its own step checkpoint
+            if due and (self.signals.reason or self.progress.step > self.saved_step):
+                self._checkpoint()
+            if self.signals.reason:  # the driver asked to stop: checkpointed above
+                self.tracker.flush()
+                return {"interrupted": self.signals.reason, "step": self.progress.step}
+            if not have:
                 return None
             stopped = self._step(batch, t0, wait)
             if stopped is not None:
@@ -204,7 +212,11 @@ class WorkerLoop:
         progress.epoch_step += 1
         seconds = time.perf_counter() - t0
         self._record(values, lrs, seconds=seconds, wait=wait)
-        return self._maybe_checkpoint(values)
+        self.last_loss = values["loss"]
+        every = self.config.run.checkpoint_every
+        if every and progress.step % every == 0:
+            self._checkpoint()
+        return None
 
     def _record(self, values, lrs, *, seconds: float, wait: float) -> None:
         batch_size = self.config.optim.batch_size
@@ -224,27 +236,23 @@ class WorkerLoop:
             step=self.progress.step,
         )
 
-    def _maybe_checkpoint(self, values: dict[str, float]) -> dict[str, Any] | None:
-        """A mid-epoch checkpoint when one is due; the run's summary after a stop request."""
-        progress, signals, every = self.progress, self.signals, self.config.run.checkpoint_every
-        if signals.due() or (every and progress.step % every == 0):
-            self.tracker.flush()
-            position = epoch_position(
-                progress.position, self.trained, total=self.total, world=self.world
-            )
-            self.checkpointer.save(
-                self.module,
-                self.optimizer,
-                progress,
-                {"step": progress.step, "loss": values["loss"]},
-                position=position,
-                name=step_checkpoint(progress.step),
-            )
-            signals.saved()
-        if signals.reason:  # the driver asked to stop: checkpointed at this step above
-            self.tracker.flush()
-            return {"interrupted": signals.reason, "step": progress.step}
-        return None
+    def _checkpoint(self) -> None:
+        """A mid-epoch checkpoint of the state after the last step (metrics flushed first)."""
+        progress = self.progress
+        self.tracker.flush()
+        position = epoch_position(
+            progress.position, self.trained, total=self.total, world=self.world
+        )
+        self.checkpointer.save(
+            self.module,
+            self.optimizer,
+            progress,
+            {"step": progress.step, "loss": self.last_loss},
+            position=position,
+            name=step_checkpoint(progress.step),
+        )
+        self.saved_step = progress.step
+        self.signals.saved()
 
     def end_epoch(self, epoch: int, stream: EpochStream) -> None:
         """Skips, the monitor, best, the epoch's checkpoint and its console line."""
@@ -276,6 +284,7 @@ class WorkerLoop:
             is_best=is_best,
             name=epoch_checkpoint(progress.epoch, progress.step),
         )
+        self.saved_step = progress.step
         self.signals.saved()
         line = self.console.line(
             epoch, progress, self.epoch_steps, self.meter, summary=summary, baseline=self.baseline

@@ -33,33 +33,40 @@ def _object_track(frames: np.ndarray, segment: motion.Segment, fps: float = 16.0
 
 
 @pytest.mark.parametrize("class_id", range(4))
-def test_the_object_moves_and_changes_size_as_its_class_says(class_id):
-    up, grow = motion.directions(class_id)
+def test_the_object_moves_as_fast_and_as_its_class_says_and_keeps_its_size(class_id):
+    up = motion.speed(class_id)
     parts, frames, _ = _segment_and_frames(class_id)
-    heights, areas = _object_track(frames, parts[0])
-    assert np.sign(heights[0] - heights[-1]) == up  # rows count downwards: up is smaller rows
-    assert np.sign(areas[-1] - areas[0]) == grow
+    segment = parts[0]
+    heights, areas = _object_track(frames, segment)
+    assert np.sign(heights[0] - heights[-1]) == np.sign(up)  # rows count downwards: up is less
+    seconds = (len(heights) - 1) / 16.0
+    travel = (heights[0] - heights[-1]) / 48 / seconds * (segment.end - segment.start)
+    assert travel == pytest.approx(up * motion.TRAVEL, abs=0.08)  # frame heights a segment
+    assert areas.max() - areas.min() <= 0.25 * areas.mean()  # the edge of a disc, not growth
 
 
 @pytest.mark.parametrize("class_id", range(4))
-def test_the_sound_glides_and_swells_in_step(class_id):
-    up, grow = motion.directions(class_id)
+def test_the_sound_glides_as_fast_and_as_its_class_says(class_id):
+    up = motion.speed(class_id)
     parts, _, wave = _segment_and_frames(class_id)
     t = np.arange(len(wave)) / 16000
     pitch, level, index = motion.audio_tracks(class_id, parts, t)
     for k in range(len(parts) - 1):  # within every whole segment
         inside = index == k
-        assert np.all(np.sign(np.diff(np.log(pitch[inside]))) == up)
-        assert np.all(np.sign(np.diff(level[inside])) == grow)
+        assert np.all(np.sign(np.diff(np.log(pitch[inside]))) == np.sign(up))
+        assert np.all(np.diff(level[inside]) == 0)  # the loudness is the segment's nuisance
         glide = np.log2(pitch[inside][-1] / pitch[inside][0])
         assert glide == pytest.approx(up * motion.GLIDE, abs=0.01)
-    # the waveform follows the level track: its loudness moves the way the class says
+    # the waveform's pitch follows the track: its spectral centroid rises or falls with it
     s = parts[0]
 
-    def rms(at: float) -> float:
-        return float(np.sqrt(np.mean(wave[int(at * 16000) : int((at + 0.2) * 16000)] ** 2)))
+    def centroid(at: float) -> float:
+        part = wave[int(at * 16000) : int((at + 0.1) * 16000)]
+        power = np.abs(np.fft.rfft(part * np.hanning(part.size))) ** 2
+        hz = np.fft.rfftfreq(part.size, 1 / 16000)
+        return float((power * hz).sum() / power.sum())
 
-    assert np.sign(rms(s.end - 0.25) - rms(s.start + 0.05)) == grow
+    assert np.sign(centroid(s.end - 0.15) - centroid(s.start + 0.05)) == np.sign(up)
 
 
 def test_every_nuisance_is_redrawn_at_each_cut_on_both_tracks():
@@ -75,7 +82,9 @@ def test_every_nuisance_is_redrawn_at_each_cut_on_both_tracks():
 
 
 def test_motion_content_has_four_classes_and_says_so():
-    with pytest.raises(ValueError, match=r"motion content has 4 classes.*content 'style'"):
+    with pytest.raises(
+        ValueError, match=r"motion content has 4 classes \(up fast.*content 'style'"
+    ):
         SynthSpec(classes=5)
     with pytest.raises(ValueError, match="content must be one of motion, style"):
         SynthSpec(content="shapes")

@@ -95,8 +95,8 @@ class SynthSpec:
             raise ValueError(f"content must be one of {', '.join(CONTENTS)}, not {self.content!r}")
         if self.content == "motion" and self.classes > motion.CLASSES:
             raise ValueError(
-                f"motion content has {motion.CLASSES} classes (up or down x growing or "
-                f"shrinking); {self.classes} asked for: use at most {motion.CLASSES}, or "
+                f"motion content has {motion.CLASSES} classes (up fast, up slowly, down slowly, "
+                f"down fast); {self.classes} asked for: use at most {motion.CLASSES}, or "
                 "content 'style' for more"
             )
 

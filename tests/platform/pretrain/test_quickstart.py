@@ -78,12 +78,6 @@ def test_random_features_score_near_chance_and_every_figure_has_its_baselines(qu
     assert "| measure | chance | random init | pretrained | gain |" in output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16, not met yet: the quickstart's 500 steps raise audio kNN 0.312 -> 0.531 "
-    "but not video (0.396 -> 0.188; it gains only after step 500, docs/learning.md); strict: "
-    "a pass means the goal is met, so remove this mark then",
-)
 def test_pretraining_makes_both_encoders_better_than_their_random_init(quickstart):
     """The learning signal: the quickstart's pretraining (fixed seeds, deterministic) must raise
     the kNN accuracy of both encoders by at least 0.15 over the run's own random

@@ -51,17 +51,23 @@ def test_signal_checkpoints_the_current_step_and_kills_the_run(synthetic, tmp_pa
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # its own process group: Ray's processes go with it on failure
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(child.stdout), daemon=True)
     reader.start()
     deadline = time.monotonic() + 300
-    while not any(re.search(r"epoch 1/500 at step [2-9]", line) for line in lines):
-        assert child.poll() is None, "".join(lines)[-3000:]
-        assert time.monotonic() < deadline, "".join(lines)[-3000:]
-        time.sleep(0.2)
-    child.send_signal(signum)
-    child.wait(timeout=240)
+    try:
+        while not any(re.search(r"epoch 1/500 at step [2-9]", line) for line in lines):
+            assert child.poll() is None, "".join(lines)[-3000:]
+            assert time.monotonic() < deadline, "".join(lines)[-3000:]
+            time.sleep(0.2)
+        child.send_signal(signum)
+        child.wait(timeout=240)
+    finally:  # a failed wait leaves no 500-epoch run behind (it would hold the CPUs)
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait(timeout=60)
     reader.join(timeout=10)
     output = "".join(lines)
     assert child.returncode == 128 + signum, output[-3000:]
