@@ -81,8 +81,3 @@ class RunFolder:
         """The best monitored checkpoint, or None when none was monitored yet."""
         best = self.path / BEST_DIR
         return best if (best / STATE_FILE).is_file() else None
-
-
-def is_checkpoint(path: Path) -> bool:
-    """Whether `path` is one checkpoint (its state file inside)."""
-    return (path / STATE_FILE).is_file()

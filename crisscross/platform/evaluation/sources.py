@@ -85,7 +85,7 @@ def _from_folder(source: str, path: Path, modality: str) -> Pretrained:
     if (path / STATE_FILE).is_file():
         checkpoint = path
         record_dir = path.parent
-    elif (path / RUN_RECORD).is_file():
+    elif RunFolder(path).is_run():
         checkpoint = RunFolder(path).latest()
         if checkpoint is None:
             raise SourceError(f"--pretrained {source}: the run folder holds no checkpoint yet")
