@@ -5,7 +5,7 @@ centred with reflect padding (librosa 0.8.1's default, the reference's pinned ve
 spectrum; Slaney mel filters with Slaney norm, 0 to 8 kHz; log(mel + float32's eps), the floor the
 reference adds (`torch.finfo().eps`, 1.19e-7: digital silence is -15.94, -2.40 once normalised);
 mean -5.3688107, std 4.410007, the reference's constants. A 2 s clip at 16 kHz gives (1, 80, 201).
-torchaudio computes it (batched, on the waveform's device); tests/datasets/test_log_mel_parity.py
+torch computes it (batched, on the waveform's device); tests/datasets/test_log_mel_parity.py
 holds it to librosa with the reference's parameters. Legend: S samples, F mel bins, T frames.
 """
 
@@ -34,17 +34,35 @@ def _mel(sample_rate: int, n_mels: int, f_max: float, device: str = "cpu") -> to
     float64 costs about twice the STFT's time (0.11 -> 0.22 s for 64 clips of 2 s on 2 CPU cores);
     the power is exact enough in float32 once computed, so the filters and the log stay float32.
     """
-    spectrogram = torchaudio.transforms.Spectrogram(
-        n_fft=1024,
-        hop_length=HOP,
-        window_fn=functools.partial(torch.hann_window, dtype=torch.float64),
-        power=2.0,
-        center=True,
-        pad_mode="reflect",
-    )
     scale = torchaudio.transforms.MelScale(n_mels, sample_rate, 0.0, f_max, 513, "slaney", "slaney")
     scale.fb.copy_(_slaney_filters(sample_rate, n_mels, f_max))
-    return torch.nn.Sequential(spectrogram, _Float32(), scale).to(device)
+    return torch.nn.Sequential(_PowerSpectrogram(), _Float32(), scale).to(device)
+
+
+class _PowerSpectrogram(torch.nn.Module):
+    """|STFT|^2 as re^2 + im^2: n_fft 1024, hop 160, periodic Hann in float64, centred with
+    reflect padding. torchaudio's `Spectrogram(power=2.0)` takes the complex magnitude (a
+    square root per bin) and squares it again: 38 ms against 10 ms here for 16 clips of 1 s on
+    one CPU thread, the same values to 4e-16 (relative)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("window", torch.hann_window(1024, dtype=torch.float64))
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        shape = wave.shape
+        spec = torch.stft(
+            wave.reshape(-1, shape[-1]),
+            n_fft=1024,
+            hop_length=HOP,
+            window=self.window,
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )
+        parts = torch.view_as_real(spec)
+        power = parts[..., 0].square() + parts[..., 1].square()
+        return power.reshape(*shape[:-1], *power.shape[-2:])
 
 
 class _Float32(torch.nn.Module):
