@@ -96,8 +96,35 @@ def prepare(model: nn.Module, mode: StepMode, device: torch.device) -> nn.Module
     returned (its state_dict keys unchanged); compile with `compiled` once DDP has wrapped it."""
     if mode.cudnn_benchmark and device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    if mode.channels_last and device.type == "cpu":
+        _refuse_narrow_channels_last_on_cpu(model)
     model.to(device)
     return to_channels_last(model) if mode.channels_last else model
+
+
+CPU_CHANNELS_LAST_MIN = 8  # oneDNN's AVX2 block of input channels
+
+
+def _refuse_narrow_channels_last_on_cpu(model: nn.Module) -> None:
+    """oneDNN (torch 2.11's 3.10) writes past its workspace in the backward of a strided 1x1
+    channels-last convolution with fewer input channels than its AVX2 block of 8: on an AVX2
+    CPU the heap is corrupted and the process aborts later (seen here with width-4 encoders;
+    oneDNN issue 6035). Refused up front instead."""
+    narrow = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Conv2d | nn.Conv3d)
+        and module.in_channels < CPU_CHANNELS_LAST_MIN
+        and all(k == 1 for k in module.kernel_size)
+        and any(s > 1 for s in module.stride)
+    ]
+    if narrow:
+        raise ValueError(
+            f"run.channels_last on CPU needs at least {CPU_CHANNELS_LAST_MIN} input channels "
+            f"in every strided 1x1 convolution (oneDNN corrupts memory below that on AVX2 "
+            f"CPUs); {narrow[0]} has fewer: use model.video_width/audio_width >= 8 or "
+            "run.channels_last: false"
+        )
 
 
 def compiled(model: nn.Module, mode: StepMode) -> nn.Module:

@@ -6,9 +6,11 @@ D feature size, K classes. A file's prediction is the argmax of its clips' avera
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -27,11 +29,14 @@ class SvmSettings:
 
 @dataclass
 class FoldFit:
-    """The chosen C, the accuracy each C reached where it was chosen, and the test predictions."""
+    """The chosen C, the accuracy each C reached where it was chosen, the test predictions, and
+    how many of the fold's SVM fits stopped at `max_iter` before liblinear converged."""
 
     c: float
     scores: dict[float, float] = field(default_factory=dict)
     predicted: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    fits: int = 0
+    unconverged: int = 0
 
 
 def _svm(c: float, settings: SvmSettings) -> Pipeline:
@@ -55,9 +60,23 @@ def predict_files(model: Pipeline, clips_MCD: np.ndarray) -> np.ndarray:
     return model.classes_[averaged_scores(model, clips_MCD).argmax(axis=1)]
 
 
-def _fit(crops_NRD: np.ndarray, labels_N: np.ndarray, c: float, settings: SvmSettings) -> Pipeline:
-    n, r, d = crops_NRD.shape
-    return _svm(c, settings).fit(crops_NRD.reshape(n * r, d), np.repeat(labels_N, r))
+class _Fits:
+    """Fits SVMs, counting those that stopped at `max_iter` instead of warning once per fit
+    (the fold's line says how many)."""
+
+    def __init__(self, settings: SvmSettings) -> None:
+        self.settings, self.fits, self.unconverged = settings, 0, 0
+
+    def __call__(self, crops_NRD: np.ndarray, labels_N: np.ndarray, c: float) -> Pipeline:
+        n, r, d = crops_NRD.shape
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            model = _svm(c, self.settings).fit(crops_NRD.reshape(n * r, d), np.repeat(labels_N, r))
+        self.fits += 1
+        self.unconverged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        for other in (w for w in caught if not issubclass(w.category, ConvergenceWarning)):
+            warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+        return model
 
 
 def fit_svm_fold(
@@ -78,6 +97,7 @@ def fit_svm_fold(
     scores best on the test fold (the reference code's choice; optimistic).
     """
     scores: dict[float, float] = {}
+    _fit = _Fits(settings)
     if settings.select == "cv":
         groups = np.unique(train_groups)
         if len(groups) < 2:
@@ -86,20 +106,20 @@ def fit_svm_fold(
             correct = 0
             for held in groups:
                 fit_on, judge = train_groups != held, train_groups == held
-                model = _fit(train_crops[fit_on], train_labels[fit_on], c, settings)
+                model = _fit(train_crops[fit_on], train_labels[fit_on], c)
                 correct += int(
                     (predict_files(model, train_clips[judge]) == train_labels[judge]).sum()
                 )
             scores[c] = correct / len(train_labels)
     else:
         for c in settings.grid:
-            model = _fit(train_crops, train_labels, c, settings)
+            model = _fit(train_crops, train_labels, c)
             scores[c] = float((predict_files(model, test_clips) == test_labels).mean())
     # ties: the stronger regulariser, or the reference's last best in its increasing grid
     sign = 1 if settings.ties == "larger" else -1
     best = max(settings.grid, key=lambda c: (scores[c], sign * c))
-    model = _fit(train_crops, train_labels, best, settings)
-    return FoldFit(best, scores, predict_files(model, test_clips))
+    model = _fit(train_crops, train_labels, best)
+    return FoldFit(best, scores, predict_files(model, test_clips), _fit.fits, _fit.unconverged)
 
 
 def logistic_probe(

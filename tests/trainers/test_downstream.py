@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 
 from crisscross.config import FinetuneExperiment
@@ -249,3 +252,23 @@ def test_test_decision_values_are_averaged_over_clips(classes):
     if classes == 2:
         by_hand = np.stack([-by_hand, by_hand], axis=1)
     assert np.allclose(scores, by_hand)
+
+
+def test_fits_that_stop_at_max_iter_are_counted_not_warned_one_by_one():
+    crops, labels = _blobs(np.random.default_rng(4), 12, spread=2.5)
+    common = {
+        "train_crops": crops,
+        "train_clips": crops,
+        "train_labels": labels,
+        "train_groups": np.tile(np.arange(4), 9),
+        "test_clips": crops,
+        "test_labels": labels,
+    }
+    grid = (1e-2, 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # none may reach the console
+        stopped = fit_svm_fold(**common, settings=SvmSettings(grid=grid, max_iter=1))
+        converged = fit_svm_fold(**common, settings=SvmSettings(grid=grid, max_iter=100_000))
+    assert stopped.fits == converged.fits == len(grid) * 4 + 1  # 4 held-out folds per C, final
+    assert stopped.unconverged == stopped.fits
+    assert converged.unconverged == 0

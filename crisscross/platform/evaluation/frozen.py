@@ -198,6 +198,11 @@ def run_svm(
                 run.run_id, f"fold{fold}/{s.select_c}_top1", result.scores[c], step=i
             )
         line = f"  fold {fold}: top-1 {{top1:.3f}} with C={result.c:g} (chosen on {where})"
+        if result.unconverged:
+            line += (
+                f"; {result.unconverged} of {result.fits} SVM fits stopped at svm.max_iter="
+                f"{s.max_iter} before converging"
+            )
         return result.predicted, line
 
     per_fold = folds_.evaluate(chosen, crops_ok & clips_ok, fit, say)
