@@ -86,7 +86,7 @@ def train_supervised(
         loss.backward()
         adam.step()
         if (step + 1) % max(1, steps // 5) == 0:
-            say(f"supervised reference: step {step + 1}/{steps}, loss {float(loss) / 4:.3f}")
+            say(f"supervised reference: step {step + 1}/{steps}, loss {loss.item() / 4:.3f}")
     return model
 
 

@@ -96,3 +96,41 @@ def test_one_seed_reports_init_pretrained_supervised_and_time(short_bench):
     assert len(run["curves"]["epoch/embed_std/audio"]) == 1
     text = (work / "out.md").read_text()
     assert text in result.output and "| knn/audio |" in text and "--seeds 0" in text
+
+
+def test_the_ablation_runs_its_cases_as_one_sweep_and_tables_them(short_bench, local_ray):
+    """Two of the cases (a loss family alone, and the other sampling mode) through the real
+    `crisscross sweep` path on the short bench's corpus: each case's figures come back from its
+    trial's MLflow run and land in the markdown's ablation table."""
+    from crisscross.datasets.synth import corpus
+
+    work, _ = short_bench
+    small = {name: replace(spec, per_class=8) for name, spec in corpus.SETS.items()}
+    cases = {k: bench_learning.CASES[k] for k in ("intra_only", "all_three_same_timestamp")}
+    overrides = {
+        "optim.epochs": 1,
+        "optim.warmup_epochs": 0,
+        "optim.repeats_per_epoch": 1,
+        "optim.batch_size": 16,
+        "monitor.every": 1,
+    }
+    spec = bench_learning.LearningSpec(
+        workdir=work / "w", seeds=(0,), overrides=tuple(overrides.items()), ablation=True
+    )
+    lines: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(corpus, "SETS", small)
+        mp.setattr(bench_learning, "SETS", small)
+        mp.setattr(bench_learning, "CASES", cases)
+        table = bench_learning.run_ablation(spec, "test", lines.append)
+    assert set(table) == set(cases), lines[-20:]
+    for case, figures in table.items():
+        for key in MEASURES:
+            assert len(figures[key]["values"]) == 1, (case, key)
+            assert 0.0 <= figures[key]["mean"] <= 1.0, (case, key)
+    sweep = (work / "w" / "ablation-test.yaml").read_text()
+    assert "same_timestamp" in sweep and "loss.intra" in sweep
+    rows = [row(0, 0.3, 0.6)]
+    results = {"summary": summarise(rows), "seeds": [0], "runs": rows, "ablation": table}
+    text = markdown(results, "cmd")
+    assert "| intra_only |" in text and "| all_three_same_timestamp |" in text
