@@ -4,6 +4,7 @@ through the real pretraining path (a small corpus; the machinery, not the gain, 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -58,24 +59,43 @@ def test_markdown_tables_carry_every_measure_and_the_curves():
     assert "| 0 | 100 | 0.600 | - | - | - |" in text and "| 1 | 0 | 0.350 |" in text
 
 
+# one epoch of two steps: the machinery, not the gain
+SHORT = {
+    "optim.epochs": 1,
+    "optim.warmup_epochs": 0,
+    "optim.repeats_per_epoch": 1,
+    "optim.batch_size": 16,
+    "monitor.every": 1,
+}
+
+
+@contextmanager
+def small_corpus(**patches):
+    """The corpus at 8 clips a class (32 pretraining clips), with any other bench_learning
+    attributes patched beside it."""
+    from crisscross.datasets.synth import corpus
+
+    small = {name: replace(spec, per_class=8) for name, spec in corpus.SETS.items()}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(corpus, "SETS", small)
+        for name, value in {"SETS": small, **patches}.items():
+            mp.setattr(bench_learning, name, value)
+        yield
+
+
 @pytest.fixture(scope="module")
 def short_bench(local_ray, tmp_path_factory):
     """One seed of two steps on a 32-clip corpus, through `crisscross bench learning`."""
     from click.testing import CliRunner
 
     from crisscross.cli import cli
-    from crisscross.datasets.synth import corpus
 
     work = tmp_path_factory.mktemp("bench-learning")
-    small = {name: replace(spec, per_class=8) for name, spec in corpus.SETS.items()}
     args = ["bench", "learning", "--seeds", "0", "--workdir", str(work / "w")]
     args += ["--json", str(work / "out.json"), "--markdown", str(work / "out.md")]
-    for item in ("optim.epochs=1", "optim.warmup_epochs=0", "optim.repeats_per_epoch=1"):
-        args += ["--set", item]
-    args += ["--set", "optim.batch_size=16", "--set", "monitor.every=1"]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(corpus, "SETS", small)
-        mp.setattr(bench_learning, "SETS", small)
+    for key, value in SHORT.items():
+        args += ["--set", f"{key}={value}"]
+    with small_corpus():
         result = CliRunner().invoke(cli, args, catch_exceptions=False)
     return work, result
 
@@ -102,26 +122,13 @@ def test_the_ablation_runs_its_cases_as_one_sweep_and_tables_them(short_bench, l
     """Two of the cases (a loss family alone, and the other sampling mode) through the real
     `crisscross sweep` path on the short bench's corpus: each case's figures come back from its
     trial's MLflow run and land in the markdown's ablation table."""
-    from crisscross.datasets.synth import corpus
-
     work, _ = short_bench
-    small = {name: replace(spec, per_class=8) for name, spec in corpus.SETS.items()}
     cases = {k: bench_learning.CASES[k] for k in ("intra_only", "all_three_same_timestamp")}
-    overrides = {
-        "optim.epochs": 1,
-        "optim.warmup_epochs": 0,
-        "optim.repeats_per_epoch": 1,
-        "optim.batch_size": 16,
-        "monitor.every": 1,
-    }
     spec = bench_learning.LearningSpec(
-        workdir=work / "w", seeds=(0,), overrides=tuple(overrides.items()), ablation=True
+        workdir=work / "w", seeds=(0,), overrides=tuple(SHORT.items()), ablation=True
     )
     lines: list[str] = []
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(corpus, "SETS", small)
-        mp.setattr(bench_learning, "SETS", small)
-        mp.setattr(bench_learning, "CASES", cases)
+    with small_corpus(CASES=cases):
         table = bench_learning.run_ablation(spec, "test", lines.append)
     assert set(table) == set(cases), lines[-20:]
     for case, figures in table.items():
