@@ -161,3 +161,34 @@ def test_the_shipped_experiments_are_package_data():
         rel = path.relative_to(package).as_posix()
         assert any(fnmatch.fnmatch(rel, p) for p in patterns), rel
     assert (REPO / "experiments").resolve() == EXPERIMENTS
+
+
+def long_functions(path: Path, limit: int) -> list[str]:
+    """'file:line name (N lines)' for each function or method in `path` longer than `limit`,
+    counted from its `def` line (a click command's option decorators are declarations)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            lines = node.end_lineno - node.lineno + 1
+            if lines > limit:
+                found.append(f"{path.name}:{node.lineno} {node.name} ({lines} lines)")
+    return found
+
+
+def test_no_function_exceeds_60_lines():
+    """Issue 18: a function a reader takes in at once; split one that grows past 60 lines."""
+    found = [f for path in sorted(PACKAGE.rglob("*.py")) for f in long_functions(path, 60)]
+    assert found == []
+
+
+def test_the_worker_loop_pieces_stay_under_40_lines():
+    """The pretraining loop reads as setup / epoch / end-of-epoch pieces of at most 40 lines."""
+    assert long_functions(PACKAGE / "trainers" / "worker_loop.py", 40) == []
+
+
+def test_the_length_guard_sees_a_long_function(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(60))
+    probe = tmp_path / "probe.py"
+    probe.write_text(f"@decorated\ndef long():\n{body}\n\n\ndef short():\n    pass\n")
+    assert long_functions(probe, 60) == ["probe.py:2 long (61 lines)"]
+    assert long_functions(probe, 61) == []

@@ -285,6 +285,8 @@ def bench_learning(
     command = ["crisscross", "bench", "learning", "--seeds", seeds]
     command += ["--experiment", experiment] if experiment else []
     command += ["--ablation"] if ablation else []
+    command += [] if supervised else ["--no-supervised"]
+    command += ["--workdir", workdir]
     command += [a for s in sets for a in ("--set", s)]
     table = learning_markdown(results, shlex.join(command))
     click.echo(table)
@@ -447,15 +449,26 @@ def bench_cli(repeats: int) -> None:
     type=click.IntRange(min=1),
     help="optim.batch_size (a multiple of --workers).",
 )
+@click.option(
+    "--rows-per-task",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="data.rows_per_task: rows a block of the worker's dataset holds.",
+)
 @JSON_OPTION
-def bench_scale(rows: int, workers: int, repeats: int, batch: int, json_path: str | None) -> None:
+def bench_scale(
+    rows: int, workers: int, repeats: int, batch: int, rows_per_task: int, json_path: str | None
+) -> None:
     """Seconds and peak memory of every per-row step on a synthetic manifest without media:
     listing, judging, Parquet write and read, epoch order, checkpoint data position, resume."""
     from crisscross.bench.scale import run_scale, scale_table
 
     if batch % workers:
         raise BadInput(f"--batch {batch} is not a multiple of --workers {workers}")
-    results = run_scale(rows=rows, workers=workers, repeats=repeats, batch=batch)
+    results = run_scale(
+        rows=rows, workers=workers, repeats=repeats, batch=batch, rows_per_task=rows_per_task
+    )
     click.echo(scale_table(results))
     write_results(results, json_path)
 

@@ -116,6 +116,7 @@ def test_one_seed_reports_init_pretrained_supervised_and_time(short_bench):
     assert len(run["curves"]["epoch/embed_std/audio"]) == 1
     text = (work / "out.md").read_text()
     assert text in result.output and "| knn/audio |" in text and "--seeds 0" in text
+    assert f"--workdir {work / 'w'}" in text  # the command it echoes is the one that ran
 
 
 def test_the_ablation_runs_its_cases_as_one_sweep_and_tables_them(short_bench, local_ray):

@@ -211,3 +211,42 @@ def test_best_checkpoint_is_swapped_in_whole_or_kept(tmp_path, monkeypatch):
         save(3)
     assert best_step() == 2
     assert sorted(p.name for p in Path(tmp_path / "run").iterdir()) == [BEST_DIR]
+
+
+class _Calls:
+    """Records the order in which the loop calls its tracker and its checkpointer."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: self.order.append(name)
+
+
+def test_a_checkpoint_is_written_before_the_metrics_are_sent():
+    """A tracking server that hangs must not delay a checkpoint: the loop persists the metrics
+    (a local journal), saves, and only then flushes to the server."""
+    from crisscross.datasets.positions import ShardProgress
+    from crisscross.trainers.worker_loop import WorkerLoop
+
+    calls = _Calls()
+    loop = object.__new__(WorkerLoop)
+    loop.tracker = loop.checkpointer = loop.signals = calls
+    loop.progress, loop.last_loss = Progress(step=7), 1.0
+    loop.trained, loop.total, loop.world = ShardProgress(np.arange(4)), 8, 1
+    loop.module = loop.optimizer = None
+    loop._checkpoint()
+    assert calls.order == ["persist", "save", "saved", "flush"]
+
+    from types import SimpleNamespace
+
+    calls.order.clear()  # the end of an epoch: its summary logged, then the same order
+    loop.rank, loop.device, loop.monitor, loop.baseline = 0, None, None, {}
+    loop.failure_log = loop.console = calls
+    loop.config = SimpleNamespace(optim=SimpleNamespace(epochs=3))
+    loop.meter = SimpleNamespace(summary=lambda: {"epoch/loss": 0.5})
+    loop.epoch_steps, loop.say = 4, lambda text: None
+    loop.end_epoch(0, SimpleNamespace(skipped={0: 0}))
+    assert calls.order == ["drain", "log_metrics", "persist", "save", "saved", "flush", "line"]

@@ -39,7 +39,7 @@ from crisscross.platform.evaluation.sources import Pretrained
 from crisscross.platform.pretrain.job import connect_ray
 from crisscross.trainers.features import backbone_clip_features
 from crisscross.trainers.knn import knn_predict
-from crisscross.trainers.svm import SvmSettings, fit_svm_fold, logistic_probe
+from crisscross.trainers.svm import FoldFit, SvmSettings, fit_svm_fold, logistic_probe
 
 
 def svm_protocol(config: SvmExperiment) -> str:
@@ -197,13 +197,7 @@ def run_svm(
             run.client.log_metric(
                 run.run_id, f"fold{fold}/{s.select_c}_top1", result.scores[c], step=i
             )
-        line = f"  fold {fold}: top-1 {{top1:.3f}} with C={result.c:g} (chosen on {where})"
-        if result.unconverged:
-            line += (
-                f"; {result.unconverged} of {result.fits} SVM fits stopped at svm.max_iter="
-                f"{s.max_iter} before converging"
-            )
-        return result.predicted, line
+        return result.predicted, _fold_line(fold, result, where, s.max_iter)
 
     per_fold = folds_.evaluate(chosen, crops_ok & clips_ok, fit, say)
     mean, std = summarise(run, per_fold)
@@ -211,6 +205,17 @@ def run_svm(
     return EvalOutcome(
         run.run_id, uri, "svm", "esc50", svm_protocol(config), pretrained.label, per_fold, mean, std
     )
+
+
+def _fold_line(fold: int, result: FoldFit, where: str, max_iter: int) -> str:
+    """One fold's line, `{top1}` left for the fold skeleton to fill in."""
+    line = f"  fold {fold}: top-1 {{top1:.3f}} with C={result.c:g} (chosen on {where})"
+    if result.unconverged:
+        line += (
+            f"; {result.unconverged} of {result.fits} SVM fits stopped at svm.max_iter="
+            f"{max_iter} before converging"
+        )
+    return line
 
 
 def _svm_settings(config: SvmExperiment) -> SvmSettings:
