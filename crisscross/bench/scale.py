@@ -7,7 +7,11 @@ Driver steps: list (a stubbed file system: the AudioSet layout over generated fi
 segments CSV naming 15 % more videos than are on disk), rows (the manifest's rows, probe facts
 generated), judge, write (Parquet), read (back, usable rows). Per-worker steps (one rank of
 `workers`): epoch order (its share only), save (the data position at 60 % of the epoch, 0.2 %
-of the rows skipped, every worker's cursor merged), resume (its share of what is left).
+of the rows skipped, every worker's cursor merged), resume (its share of what is left), and
+dataset: the Ray Dataset the worker iterates, built from its epoch's share as `EpochStream`
+builds it (one block of `rows_per_task` rows per decode task, each put in Ray's object store), then
+`DATASET_BLOCKS` of its blocks streamed through a stub decoder that opens no file (a local Ray
+of 2 CPUs in the worker's process; the peak counts the object store's pages this process wrote).
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from crisscross.datasets.samples import ClipSpec
 GOAL_SECONDS = 60.0  # any step, on a 2-core machine
 GOAL_WORKER_MIB = 100.0  # epoch order and data position, per training worker
 GOAL_POSITION_BYTES = 1_000_000  # the data position a checkpoint stores
-WORKER_STEPS = ("epoch order", "save", "resume")
+WORKER_STEPS = ("epoch order", "save", "resume")  # held to the per-worker memory goal
+DATASET_BLOCKS = 400  # blocks streamed through the stub decoder
 AVAILABLE = 0.85  # the share of a segments CSV's videos a typical crawl has
 # Memory freed goes back to the system in the worker process, so that a later step's peak is
 # not hidden by an earlier step's pages reused: glibc maps every block over 64 KiB on its own
@@ -141,7 +146,13 @@ def driver_steps(rows: int, manifest_path: str) -> dict[str, dict[str, float]]:
 
 
 def worker_steps(
-    manifest_path: str, *, workers: int, repeats: int, batch: int, seed: int = 0
+    manifest_path: str,
+    *,
+    workers: int,
+    repeats: int,
+    batch: int,
+    rows_per_task: int = 8,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Rank 0's per-epoch steps, in this process (run it in a fresh one: `_worker_main`)."""
     table = epoch_table(read_manifest(manifest_path), ClipSpec())  # as the trainer holds it
@@ -171,7 +182,58 @@ def worker_steps(
     del shard, progress  # a resumed worker is a new process: it holds neither
     left, steps["resume"] = measured(lambda: share(position, 0))
     steps["resume"]["rows"] = left.num_rows
+    del left
+    shard = shard_rows(table, total, workers, per_worker, seed)
+    steps["dataset"] = _dataset_step(shard, rows_per_task)
     return {"steps": steps, "positions": total}
+
+
+def shard_rows(table: pa.Table, total: int, workers: int, per_worker: int, seed: int) -> pa.Table:
+    """Rank 0's rows of epoch 0: what its first pipeline streams (`stream_plan` puts at least
+    one epoch in a pipeline, more only while they fit in STREAM_ROWS)."""
+    mine = DataPosition().share(total, rank=0, world=workers)
+    mine = mine[: len(mine) // per_worker * per_worker]
+    return epoch_rows(table, mine, seed=seed, epoch=0)
+
+
+class StubDecoder:
+    """Stands in for PretextDecoder (an actor pool, one task a block): opens no file."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"index": np.asarray(batch["index"], np.int64)}
+
+
+def _dataset_step(shard: pa.Table, rows_per_task: int) -> dict[str, float]:
+    """Build the worker's dataset over `shard` (timed and measured), then stream DATASET_BLOCKS
+    of its blocks through a stub decoder (timed apart: Ray Data's cost per decode task)."""
+    import ray
+
+    from crisscross.datasets.pipeline import arrow_dataset
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        blocks = -(-shard.num_rows // rows_per_task)
+        dataset, figures = measured(arrow_dataset, shard, blocks)
+        head = min(DATASET_BLOCKS, blocks)
+        stream = arrow_dataset(shard.slice(0, head * rows_per_task), head).map_batches(
+            StubDecoder,
+            batch_size=rows_per_task,
+            compute=ray.data.ActorPoolStrategy(size=1),
+            num_cpus=1,
+        )
+        t0 = time.perf_counter()
+        seen = sum(len(b["index"]) for b in stream.iter_batches(batch_size=None))
+        streamed = time.perf_counter() - t0
+        del dataset
+    finally:
+        ray.shutdown()
+    return figures | {
+        "rows": shard.num_rows,
+        "blocks": blocks,
+        "streamed_blocks": head,
+        "streamed_rows": seen,
+        "ms_per_block": 1000 * streamed / max(head, 1),
+    }
 
 
 def _save(progress: list[ShardProgress], total: int) -> tuple[DataPosition, int]:
@@ -196,12 +258,15 @@ def _worker_main() -> None:
     print(json.dumps(worker_steps(args.pop("manifest"), **args)))
 
 
-def run_scale(*, rows: int, workers: int = 16, repeats: int = 5, batch: int = 2048) -> dict:
+def run_scale(
+    *, rows: int, workers: int = 16, repeats: int = 5, batch: int = 2048, rows_per_task: int = 8
+) -> dict:
     """Every step's figures, the goals and whether each is met (see the module's docstring)."""
     with tempfile.TemporaryDirectory(prefix="crisscross-scale-") as folder:
         manifest_path = str(Path(folder) / "manifest.parquet")
         steps = driver_steps(rows, manifest_path)
         args = {"manifest": manifest_path, "workers": workers, "repeats": repeats, "batch": batch}
+        args["rows_per_task"] = rows_per_task
         done = subprocess.run(
             [sys.executable, "-c", "from crisscross.bench.scale import _worker_main;"
              "_worker_main()", json.dumps(args)],
@@ -215,6 +280,7 @@ def run_scale(*, rows: int, workers: int = 16, repeats: int = 5, batch: int = 20
     worker_mib = max(steps[s]["peak_mib"] for s in WORKER_STEPS)
     return {
         "rows": rows, "workers": workers, "repeats": repeats, "batch": batch,
+        "rows_per_task": rows_per_task,
         "positions": worker["positions"], "steps": steps,
         "goals": {
             "step_seconds": {"goal": GOAL_SECONDS,
@@ -245,9 +311,19 @@ def scale_table(results: dict[str, Any]) -> str:
         worker = name in WORKER_STEPS
         goal = f"<= {GOAL_SECONDS:.0f} s" + (f", <= {GOAL_WORKER_MIB:.0f} MiB" if worker else "")
         ok = step["seconds"] <= GOAL_SECONDS and (not worker or step["peak_mib"] <= GOAL_WORKER_MIB)
+        where = " (per worker)" if worker or name == "dataset" else ""
         lines.append(
-            f"| {name}{' (per worker)' if worker else ''} | {step['seconds']:.2f} | "
+            f"| {name}{where} | {step['seconds']:.2f} | "
             f"{step['peak_mib']:.1f} | {goal} | {'met' if ok else 'NOT met'} |"
+        )
+    data = results["steps"].get("dataset")
+    if data:
+        lines.append(
+            f"dataset: {data['rows']:,} rows in {data['blocks']:,} blocks of "
+            f"{results['rows_per_task']} built in "
+            f"{data['seconds']:.2f} s; a stub decoder streamed {data['streamed_blocks']} of them "
+            f"at {data['ms_per_block']:.1f} ms a block (Ray Data's own cost a decode task: "
+            f"{data['blocks'] * data['ms_per_block'] / 1000:,.0f} s for the worker's stream)"
         )
     size = results["steps"]["save"]["position_bytes"]
     listed = results["steps"]["save"]["listed_ids_bytes"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-STEPS = ["list", "rows", "judge", "write", "read", "epoch order", "save", "resume"]
+STEPS = ["list", "rows", "judge", "write", "read", "epoch order", "save", "resume", "dataset"]
 
 
 def _share(positions: int, *, workers: int, per_worker: int) -> int:
@@ -15,7 +15,9 @@ def _share(positions: int, *, workers: int, per_worker: int) -> int:
 
 def test_bench_scale_measures_every_step_and_keeps_the_position_small(run_cli, tmp_path):
     out = tmp_path / "scale.json"
-    result = run_cli("bench", "scale", "--rows", "20000", "--json", str(out))
+    result = run_cli(
+        "bench", "scale", "--rows", "20000", "--rows-per-task", "16", "--json", str(out)
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     steps = data["steps"]
@@ -39,5 +41,12 @@ def test_bench_scale_measures_every_step_and_keeps_the_position_small(run_cli, t
     assert data["goals"]["worker_mib"]["worst"] == max(
         steps[s]["peak_mib"] for s in ("epoch order", "save", "resume")
     )
+    dataset = steps["dataset"]  # rank 0's epoch-0 rows as its pretraining streams them
+    assert dataset["rows"] == steps["epoch order"]["rows"]
+    assert dataset["blocks"] == -(-dataset["rows"] // 16)  # --rows-per-task
+    assert dataset["streamed_blocks"] == min(400, dataset["blocks"])
+    assert dataset["streamed_rows"] == min(400 * 16, dataset["rows"])
+    assert dataset["ms_per_block"] > 0
     assert "| epoch order (per worker) |" in result.output
+    assert "| dataset (per worker) |" in result.output
     assert "checkpoint data position:" in result.output
