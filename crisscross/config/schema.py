@@ -150,6 +150,10 @@ class DataConfig(Section):
     """Memory reserved per decode actor, in MiB (unset: no reservation)."""
     rows_per_task: int = Field(8, ge=1, json_schema_extra=HOW)
     """Samples per decode task."""
+    decode_restarts: int = Field(4, ge=0, json_schema_extra=HOW)
+    """Times a decode actor that crashed (a decoder's segfault, say) is restarted, and its task
+    retried; the file it was decoding is quarantined (skipped with its reason from then on).
+    Past this, the pipeline fails with Ray's error instead of retrying without end."""
     decode_threads: int = Field(1, ge=1, json_schema_extra=HOW)
     """FFmpeg threads per decode; 1 keeps many actors from oversubscribing the CPUs."""
     augment_on: Literal["device", "decode"] = "device"

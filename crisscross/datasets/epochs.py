@@ -24,12 +24,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DecodeResources:
-    """How the decode stage runs: actors, CPUs and memory per actor, rows per task."""
+    """How the decode stage runs: actors, CPUs and memory per actor, rows per task, and how
+    often a crashed actor is restarted (its task retried) before the pipeline fails."""
 
     workers: int = 2
     cpus_per_worker: float = 1.0
     memory_mb: int | None = None
     rows_per_task: int = 8
+    restarts: int = 4
 
 
 def failure_reason(exc: Exception) -> str:

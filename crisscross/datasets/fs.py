@@ -54,11 +54,14 @@ class Tree:
         self.fs, self.base = fs, base
         selector = pafs.FileSelector(base, recursive=True)
         self.files: dict[str, FileStat] = {}
+        self.special: set[str] = set()  # FIFOs, sockets, devices: never opened (a FIFO blocks)
         for item in fs.get_file_info(selector):
+            rel = item.path[len(base) :].lstrip("/")
             if item.type == pafs.FileType.File:
-                rel = item.path[len(base) :].lstrip("/")
                 mtime = item.mtime_ns if item.mtime_ns is not None else 0
                 self.files[rel] = FileStat(int(item.size or 0), int(mtime))
+            elif item.type == pafs.FileType.Unknown:
+                self.special.add(rel)
         self._lower = {rel.lower(): rel for rel in self.files}
 
     def find(self, rel: str) -> str | None:

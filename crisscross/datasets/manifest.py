@@ -164,7 +164,10 @@ def _listed_rows(
             entry, tree.uri(entry.rel), stat.size if stat else None, stat.mtime_ns if stat else None
         )
         rows.append(row)
-        if entry.status is None:
+        if entry.rel in tree.special:  # listed as missing (not a file): say what it is instead
+            row["status"] = "unreadable"
+            row["reason"] = "not a regular file (a FIFO, socket or device): not opened"
+        elif entry.status is None:
             key = (entry.rel, row["size_bytes"], row["mtime_ns"])
             if key in cached:
                 row.update(cached[key])

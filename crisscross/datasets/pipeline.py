@@ -4,6 +4,11 @@ epoch order and the torch Dataset, are in `epochs` and re-exported here).
 Only manifest rows (paths and probed facts) enter Ray's object store; each decode actor opens the
 files itself. A sample that fails, by any exception, is skipped and recorded, with its path and
 reason, in a named FailureLog actor; `EpochData.failures()` drains it at the end of the epoch.
+A file that kills its decode actor outright (a decoder's segfault) cannot raise: each actor
+notes the file it is decoding in a node-local marker named by its actor id, so that Ray's
+restart of that actor finds the file, quarantines it in the FailureLog, and the retried task
+(and every later epoch, on any actor) skips it with its reason. Restarts and retries are finite
+(`DecodeResources.restarts`; Ray Data's default is to restart and retry without end).
 
 `EpochStream` runs several consecutive epochs through one pipeline, so that the decode actors
 start once rather than at every epoch (short epochs spent most of their time starting them);
@@ -16,11 +21,14 @@ Legend of batch arrays: B samples, T frames, F mel bins, S spectrogram frames.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
+import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -49,6 +57,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 NAMESPACE = "crisscross"
+MARKER_SECONDS = 3600.0  # a decode actor's marker older than this is removed by the next actor
 __all__ = [  # the Ray-free names are re-exported: callers import the data path from one place
     "DecodeResources",
     "EpochBatcher",
@@ -113,9 +122,16 @@ class FailureLog:
     def __init__(self) -> None:
         self.items: list[Failure] = []
         self.peak_rss: dict[int, float] = {}
+        self.crashed: set[str] = set()  # files that killed a decode actor: quarantined
 
     def record(self, failure: Failure) -> None:
         self.items.append(failure)
+
+    def quarantine(self, path: str) -> None:
+        self.crashed.add(path)
+
+    def quarantined(self) -> set[str]:
+        return set(self.crashed)
 
     def note_rss(self, pid: int, mib: float) -> None:
         self.peak_rss[pid] = max(mib, self.peak_rss.get(pid, 0.0))
@@ -164,6 +180,14 @@ class PretextDecoder:
         self.sample = PretextSample(spec, seed=seed)
         self.failures = ray.get_actor(failure_log, namespace=NAMESPACE) if failure_log else None
         self.keep_failed = keep_failed  # a zero row with ok False in place of a failed sample
+        self.marker = _marker_path()
+        crashed = _read_marker(self.marker)  # this actor is a restart: that file killed it
+        if crashed and self.failures is not None:
+            log.warning("quarantined %s: it crashed a decode actor", crashed)
+            ray.get(self.failures.quarantine.remote(crashed))
+
+    def _quarantined(self) -> set[str]:
+        return ray.get(self.failures.quarantined.remote()) if self.failures is not None else set()
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         empty = self.sample.empty()  # every array a sample holds, at zero samples
@@ -171,10 +195,14 @@ class PretextDecoder:
         kept: list[int] = []
         epochs: list[int] = []
         ok: list[bool] = []
+        quarantined = self._quarantined()
         for i in range(len(batch["path"])):
             row = {key: batch[key][i] for key in batch}
             decoded = True
             try:
+                if str(row["path"]) in quarantined:
+                    raise QuarantinedError("it crashed a decode actor before: not opened again")
+                _write_marker(self.marker, str(row["path"]))
                 out = self.sample(row, epoch=int(row["epoch"]), index=int(row["index"]))
             except Exception as exc:  # any per-sample failure: recorded, the task goes on
                 self._record(Failure(str(row["path"]), failure_reason(exc), int(row["epoch"])))
@@ -187,6 +215,7 @@ class PretextDecoder:
             kept.append(int(row["index"]))
             epochs.append(int(row["epoch"]))
             ok.append(decoded)
+        _write_marker(self.marker, "")  # the batch is done: no file in flight
         if self.failures is not None:  # ru_maxrss is in KiB on Linux
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             self.failures.note_rss.remote(os.getpid(), peak)
@@ -202,6 +231,39 @@ class PretextDecoder:
             ray.get(
                 self.failures.record.remote(failure)
             )  # synchronous: counted before the epoch ends
+
+
+class QuarantinedError(RuntimeError):
+    """A file that crashed a decode actor before: skipped without opening it again."""
+
+
+def _marker_path() -> str:
+    """Where this decode actor notes the file it is decoding: node-local, named by the actor's
+    id, which a restart of the actor keeps."""
+    actor = ray.get_runtime_context().get_actor_id() or f"pid{os.getpid()}"
+    folder = os.path.join(tempfile.gettempdir(), "crisscross-decoding")
+    os.makedirs(folder, exist_ok=True)
+    old = time.time() - MARKER_SECONDS  # markers of actors long gone: a restart reads its own
+    with os.scandir(folder) as entries:  # within seconds of the crash
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.name != actor and entry.stat().st_mtime < old:
+                    os.remove(entry.path)
+    return os.path.join(folder, actor)
+
+
+def _write_marker(path: str, text: str) -> None:
+    # no fsync: the page cache outlives a crashed process, and this runs once per sample
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
+def _read_marker(path: str) -> str:
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return ""
 
 
 @dataclass
@@ -240,26 +302,44 @@ def epoch_dataset(
     resources: DecodeResources = DecodeResources(),
     failure_log: FailureLogRef | None = None,
     keep_failed: bool = False,
+    decoder: type[PretextDecoder] | None = None,
 ) -> EpochData:
     """The Ray Dataset decoding `rows` (from `epoch_order`, or a worker's share of them). With
     `keep_failed`, a sample that fails to decode stays as a zero row, and every row carries its
-    `epoch` and `ok` (False for such a row), as `EpochStream` needs."""
+    `epoch` and `ok` (False for such a row), as `EpochStream` needs. `decoder` replaces the
+    callable class (a subclass of PretextDecoder: the fault-injection tests)."""
     failure_log = failure_log or FailureLogRef.create()
     blocks = max(1, -(-rows.num_rows // resources.rows_per_task))  # one block per decode task
-    dataset = arrow_dataset(rows, blocks).map_batches(
-        PretextDecoder,
-        fn_constructor_kwargs={
-            "spec": spec,
-            "seed": seed,
-            "failure_log": failure_log.name,
-            "keep_failed": keep_failed,
-        },
+    kwargs = {
+        "spec": spec,
+        "seed": seed,
+        "failure_log": failure_log.name,
+        "keep_failed": keep_failed,
+    }
+    with warnings.catch_warnings():  # Ray 2.60 takes max_restarts only as a `ray_remote_args`
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        dataset = _decoding(rows, blocks, resources, decoder or PretextDecoder, kwargs)
+    return EpochData(dataset, rows.num_rows, failure_log)
+
+
+def _decoding(
+    rows: pa.Table,
+    blocks: int,
+    resources: DecodeResources,
+    decoder: type[PretextDecoder],
+    kwargs: dict[str, object],
+) -> ray.data.Dataset:
+    """The decode stage over `rows` in `blocks` (one decode task each)."""
+    return arrow_dataset(rows, blocks).map_batches(
+        decoder,
+        fn_constructor_kwargs=kwargs,
         batch_size=resources.rows_per_task,
         compute=ray.data.ActorPoolStrategy(size=resources.workers),
         num_cpus=resources.cpus_per_worker,
         memory=resources.memory_mb * 2**20 if resources.memory_mb else None,
+        max_restarts=resources.restarts,  # a crashed actor: its file quarantined, then retried
+        max_task_retries=resources.restarts,
     )
-    return EpochData(dataset, rows.num_rows, failure_log)
 
 
 def arrow_dataset(rows: pa.Table, blocks: int) -> ray.data.Dataset:

@@ -5,7 +5,9 @@ judged again under other requirements without reopening the file. `duration` is 
 container's and the streams' durations; `video_seconds` and `audio_seconds` say where each stream
 ends, and `usable_seconds` is how long every stream a dataset needs lasts: a window must lie inside
 all of them (the reference keeps windows inside the shorter stream). Frames larger than
-MAX_PIXELS are `unreadable`: a few KB of such a file cost gigabytes to decode.
+MAX_PIXELS are `unreadable`: a few KB of such a file cost gigabytes to decode. So is a file
+whose duration cannot be right: over MAX_SECONDS, or fewer than MIN_BYTES_PER_SECOND of file a
+second of it (a bogus header: windows drawn in time the file does not hold all fail to decode).
 
 A header can promise more than the file holds (a truncated AVI keeps its frame count; a damaged
 mp4 demuxes whole and stops decoding half-way). `verify` reads further: "demux" reads every
@@ -27,6 +29,10 @@ from crisscross.datasets.layouts.base import Requirements
 # 4096 x 4096, 16.8 Mpx: every 4K and DCI-4K frame fits; a decoded frame above it is over 50 MB
 # in RGB and a sample decodes several (8192 x 8192: 200 MB each)
 MAX_PIXELS = 4096 * 4096
+# a day: longer than any video of the datasets we know (AudioSet, Kinetics, VGGSound: 10 s)
+MAX_SECONDS = 24 * 3600.0
+# 8 kb/s mono AAC alone is 1,000 B/s, a still picture's H.264 a few hundred: 64 is no real file
+MIN_BYTES_PER_SECOND = 64
 VERIFY = ("header", "demux", "decode")
 VERIFY_SHARE = 0.9  # a stream holding less than this share of what its header claims is cut
 
@@ -169,6 +175,23 @@ def _oversized(facts: dict[str, Any]) -> str:
     )
 
 
+def _implausible_duration(facts: dict[str, Any]) -> str:
+    """Why the file's duration cannot be right, or "" (`size_bytes` when the facts have it)."""
+    seconds = facts.get("duration") or 0.0
+    if seconds > MAX_SECONDS:
+        return (
+            f"a duration of {seconds / 3600:.1f} h is over the cap of {MAX_SECONDS / 3600:.0f} h "
+            "(a bogus header?)"
+        )
+    size = facts.get("size_bytes")
+    if size and seconds and size / seconds < MIN_BYTES_PER_SECOND:
+        return (
+            f"{size} bytes cannot hold the {seconds:.0f} s its header claims "
+            f"({size / seconds:.1f} bytes a second, under {MIN_BYTES_PER_SECOND}): a bogus header"
+        )
+    return ""
+
+
 def _stream_end(stream: av.stream.Stream) -> float | None:
     """Where a stream ends on the file's timeline (its start plus its duration), if it says."""
     if not (stream.duration and stream.time_base):
@@ -197,6 +220,8 @@ def judge(facts: dict[str, Any], needs: Requirements) -> tuple[str, str]:
         return "unreadable", "no video stream"
     if needs.video and _oversized(facts):
         return "unreadable", _oversized(facts)
+    if _implausible_duration(facts):
+        return "unreadable", _implausible_duration(facts)
     problems = []
     duration = usable_seconds(facts, needs) or 0.0
     if duration < needs.min_seconds:

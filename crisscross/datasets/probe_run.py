@@ -127,7 +127,11 @@ def probe_files(
     done = read_parts(parts, meta)
     facts: list[dict[str, Any] | None] = [done.get(tuple(r[k] for k in KEY)) for r in rows]
     todo = [i for i, f in enumerate(facts) if f is None]
-    counts = Counter(judge(f, needs)[0] for f in facts if f is not None)
+    counts = Counter(
+        judge(f | {"size_bytes": r["size_bytes"]}, needs)[0]
+        for r, f in zip(rows, facts, strict=True)
+        if f is not None
+    )
     if len(todo) < len(rows):
         log.info("resuming: %d probes from %s", len(rows) - len(todo), parts)
     bar = tqdm(total=len(rows), initial=len(rows) - len(todo), unit="file", desc="probing",
@@ -143,7 +147,7 @@ def probe_files(
         for i, found in probed:
             facts[i] = found
             writer.add(rows[i], found)
-            counts[judge(found, needs)[0]] += 1
+            counts[judge(found | {"size_bytes": rows[i]["size_bytes"]}, needs)[0]] += 1
             bar.update(1)
             if time.monotonic() - shown >= 0.5:
                 shown = time.monotonic()

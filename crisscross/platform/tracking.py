@@ -177,7 +177,9 @@ class MlflowTracker:
     from a checkpoint neither loses nor duplicates what was logged before the failure.
     Tracking never stops training: what the server does not take is appended to `journal` (a
     file in the run folder) and replayed, exactly once, by the next flush that succeeds or the
-    next open.
+    next open. Before a checkpoint the loop calls `persist`, which copies the buffer to the
+    journal (a local append, no server) so that the checkpoint never waits on the server and a
+    crash between the two loses nothing; the flush after it then clears that copy.
     """
 
     uri: str
@@ -190,6 +192,10 @@ class MlflowTracker:
     _flushed: float = field(default=0.0, init=False, repr=False)
     _retry_at: float = field(default=0.0, init=False, repr=False)
     _floor_known: bool = field(default=False, init=False, repr=False)
+    # the journal may hold metrics the buffer does not (an outage, or an open that could not
+    # replay it): the next flush replays it; otherwise it holds at most `persist`'s copy
+    _dirty: bool = field(default=False, init=False, repr=False)
+    _persisted: bool = field(default=False, init=False, repr=False)
 
     def __repr__(self) -> str:  # Ray shows a job's parts in errors: never the credentials
         return f"MlflowTracker(uri={redact(self.uri)!r}, run_id={self.run_id!r})"
@@ -210,10 +216,11 @@ class MlflowTracker:
             os.environ.setdefault(key, value)
         self._client = MlflowClient(self.uri)
         self._buffer, self._flushed, self._floor = [], time.monotonic(), {}
-        self._floor_known = False
+        self._floor_known, self._dirty, self._persisted = False, bool(self.journal), False
         try:
             if self.journal:
                 MetricJournal(self.journal).replay(self._client, self.run_id)
+                self._dirty = False
             self._read_floor()
         except Exception as exc:  # the server is down: train on; the first flush dedupes
             self._down(exc)
@@ -245,8 +252,10 @@ class MlflowTracker:
             self._keep()
             return
         try:
-            if self.journal:
+            if self._dirty:  # everything goes through the journal's replay, which dedupes
+                self._keep()
                 MetricJournal(self.journal).replay(self._client, self.run_id)
+                self._dirty = self._persisted = False
             if not self._floor_known:  # the server was down at open: drop what it already has
                 self._read_floor()
                 self._buffer = [m for m in self._buffer if m.step > self._floor.get(m.key, -1)]
@@ -257,16 +266,32 @@ class MlflowTracker:
             self._down(exc)
             self._keep()
             return
+        if self._persisted:  # its copy in the journal is sent now
+            MetricJournal(self.journal).clear()
+            self._persisted = False
         if self._retry_at:
             log.warning(
                 "tracking server %s answers again: journaled metrics sent", redact(self.uri)
             )
         self._buffer, self._retry_at = [], 0.0
 
+    def persist(self) -> None:
+        """Copy the buffer to the journal, without the server: what a checkpoint is about to
+        cover survives a crash before the next flush (whose replay or send clears the copy)."""
+        if self._client is None or not self.journal or not self._buffer:
+            return
+        if self._persisted or self._dirty:  # the journal holds an older copy: keep it whole
+            self._keep()
+            self._dirty = True
+            return
+        MetricJournal(self.journal).append(self._buffer)
+        self._persisted = True
+
     def _keep(self) -> None:
         if self.journal:
             MetricJournal(self.journal).append(self._buffer)
             self._buffer = []
+            self._dirty = True
 
     def _down(self, exc: BaseException) -> None:
         if not self._retry_at:

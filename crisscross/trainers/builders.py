@@ -73,4 +73,5 @@ def decode_resources(config: ExperimentConfig) -> DecodeResources:
         cpus_per_worker=d.decode_cpus,
         memory_mb=d.decode_memory_mb,
         rows_per_task=d.rows_per_task,
+        restarts=d.decode_restarts,
     )

@@ -60,6 +60,7 @@ class PretrainJob:
     storage: str  # the run folder: Ray's checkpoints and best/
     tracker: Tracker = field(default_factory=NullTracker)
     monitor_sets: tuple[MonitorSet, ...] = ()
+    resume_from: str = ""  # a checkpoint folder, when Ray's snapshot of the run folder is gone
 
     def experiment(self) -> ExperimentConfig:
         return ExperimentConfig.model_validate(self.config)

@@ -4,12 +4,20 @@ The driver asks a run to stop (on SIGINT/SIGTERM) by writing STOP_FILE into the 
 looks for it at most every `poll_seconds`, and checks the time since the last checkpoint; every
 rank learns the answer at the same step, from the one all-reduce per step that also tells whether
 every rank still has a batch (`exchange`), so all checkpoint and stop at the same step.
+
+A spot node's reclaim notice (`ray.train.get_preemption_info`, passed in as `preemption`) is
+asked every `preemption_seconds` by rank 0's clock; that call is a barrier of every rank, so
+the all-reduce tells every rank at which step to make it. On a notice the workers checkpoint at
+once, once per notice, and train on: Ray Train restarts the group from that checkpoint when the
+node goes (a preemption does not use up `run.max_failures`).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pyarrow.fs as pafs
 import torch
@@ -46,11 +54,16 @@ class StepSignals:
         device: torch.device,
         checkpoint_seconds: float = 0.0,
         poll_seconds: float = 1.0,
+        preemption: Callable[[], Any] | None = None,
+        preemption_seconds: float = 5.0,
     ) -> None:
         self.storage, self.rank, self.world, self.device = storage, rank, world, device
         self.checkpoint_seconds, self.poll_seconds = checkpoint_seconds, poll_seconds
+        self.preemption, self.preemption_seconds = preemption, preemption_seconds
         self.reason: str | None = None
-        self._polled = self._saved = time.monotonic()
+        self.notice: Any = None  # the preemption notice checkpointed for, once seen
+        self.fresh_notice = False  # until the loop said so
+        self._polled = self._saved = self._asked = time.monotonic()
 
     def due(self) -> bool:
         """Whether to checkpoint at this step; every worker calls it at the same step."""
@@ -59,7 +72,7 @@ class StepSignals:
     def exchange(self, has_batch: bool) -> tuple[bool, bool]:
         """(every rank has its next batch, checkpoint now), agreed by all ranks in one
         all-reduce; every worker calls it at the same step, before the step."""
-        code = _NONE
+        code, ask = _NONE, 0
         if self.rank == 0:
             now = time.monotonic()
             if now - self._polled >= self.poll_seconds:
@@ -68,15 +81,43 @@ class StepSignals:
                 code = _STOP if self.reason else _NONE
             if code == _NONE and self.checkpoint_seconds:
                 code = _TIMED if now - self._saved >= self.checkpoint_seconds else _NONE
+            if self.preemption is not None and now - self._asked >= self.preemption_seconds:
+                self._asked, ask = now, 1
         missing = int(not has_batch)
         if self.world > 1:
-            t = torch.tensor([missing, code], device=self.device)
+            t = torch.tensor([missing, code, ask], device=self.device)
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            missing, code = (int(v) for v in t.tolist())
+            missing, code, ask = (int(v) for v in t.tolist())
         if code == _STOP and self.reason is None:
             self.reason = "stop requested"
+        if ask and code == _NONE and self._new_notice():
+            code = _TIMED
         return not missing, code != _NONE
+
+    def _new_notice(self) -> bool:
+        """Whether a preemption notice came that no checkpoint answered yet (every rank asks
+        at the same step: the call is a barrier)."""
+        notice = self.preemption()
+        if notice is None or notice == self.notice:
+            return False
+        self.notice, self.fresh_notice = notice, True
+        return True
 
     def saved(self) -> None:
         """A checkpoint was written now (the time-based interval starts again)."""
         self._saved = time.monotonic()
+
+
+def preemption_words(notice: Any) -> str:
+    """'a preemption notice for node n1 (ranks 2, 3), deadline in 41 s' from Ray's
+    PreemptionInfo (`deadline_ms`, `preempted_node_to_ranks`)."""
+    nodes = getattr(notice, "preempted_node_to_ranks", {}) or {}
+    where = ", ".join(
+        f"{node[:12]} (ranks {', '.join(str(r) for r in ranks)})"
+        for node, ranks in sorted(nodes.items())
+    )
+    text = "a preemption notice" + (f" for node {where}" if where else "")
+    deadline = getattr(notice, "deadline_ms", None)
+    if deadline is not None:
+        text += f", deadline in {max(0.0, deadline / 1000 - time.time()):.0f} s"
+    return text

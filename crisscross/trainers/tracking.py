@@ -23,6 +23,11 @@ class Tracker(Protocol):
         """
         ...
 
+    def persist(self) -> None:
+        """Keep what is buffered where a crash cannot lose it (the run folder), without the
+        server; called before a checkpoint, so that a checkpoint never waits on tracking."""
+        ...
+
     def flush(self) -> None:
         """Write out whatever is buffered."""
         ...
@@ -35,6 +40,9 @@ class NullTracker:
         pass
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        pass
+
+    def persist(self) -> None:
         pass
 
     def flush(self) -> None:

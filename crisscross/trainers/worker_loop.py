@@ -42,7 +42,7 @@ from crisscross.trainers.pretrain import (
 from crisscross.trainers.ray_metrics import TrainMetrics
 from crisscross.trainers.run_folder import epoch_checkpoint, step_checkpoint
 from crisscross.trainers.step_modes import compiled, prepare, run_mode
-from crisscross.trainers.stop import StepSignals
+from crisscross.trainers.stop import StepSignals, preemption_words
 from crisscross.trainers.tracking import NullTracker
 
 
@@ -89,6 +89,7 @@ class WorkerLoop:
             world=self.world,
             device=self.device,
             checkpoint_seconds=60 * config.run.checkpoint_minutes,
+            preemption=ray.train.get_preemption_info,  # a spot node's reclaim notice
         )
         self.saved_step = self.progress.step  # of the last checkpoint (a restored one's)
         self.last_loss = float("nan")
@@ -116,7 +117,10 @@ class WorkerLoop:
         self.mode = run_mode(config.run, device)  # bf16, channels-last, compile, fused Adam
         self.module = prepare(module, self.mode, device)
         self.optimizer = build_optimizer(self.module, config.optim, fused=self.mode.fused_optimizer)
-        self.progress = restore(ray.train.get_checkpoint(), self.module, self.optimizer)
+        checkpoint = ray.train.get_checkpoint()  # Ray's latest, after a restart in this launch
+        if checkpoint is None and self.job.resume_from:
+            checkpoint = ray.train.Checkpoint(self.job.resume_from)
+        self.progress = restore(checkpoint, self.module, self.optimizer)
         wrapped = ray.train.torch.prepare_model(self.module, move_to_device=False)
         self.model = compiled(wrapped, self.mode)
 
@@ -172,8 +176,7 @@ class WorkerLoop:
             # the state after the last step; a stop always names its own step checkpoint
             if due and (self.signals.reason or self.progress.step > self.saved_step):
                 self._checkpoint()
-            if self.signals.reason:  # the driver asked to stop: checkpointed above
-                self.tracker.flush()
+            if self.signals.reason:  # the driver asked to stop: checkpointed and flushed above
                 return {"interrupted": self.signals.reason, "step": self.progress.step}
             if not have:
                 return None
@@ -237,9 +240,13 @@ class WorkerLoop:
         )
 
     def _checkpoint(self) -> None:
-        """A mid-epoch checkpoint of the state after the last step (metrics flushed first)."""
+        """A mid-epoch checkpoint of the state after the last step (metrics persisted first,
+        sent after: a tracking server that does not answer never delays a checkpoint)."""
         progress = self.progress
-        self.tracker.flush()
+        if self.signals.fresh_notice:
+            self.signals.fresh_notice = False
+            self.say(f"step {progress.step}: checkpoint on {preemption_words(self.signals.notice)}")
+        self.tracker.persist()
         position = epoch_position(
             progress.position, self.trained, total=self.total, world=self.world
         )
@@ -253,6 +260,7 @@ class WorkerLoop:
         )
         self.saved_step = progress.step
         self.signals.saved()
+        self.tracker.flush()
 
     def end_epoch(self, epoch: int, stream: EpochStream) -> None:
         """Skips, the monitor, best, the epoch's checkpoint and its console line."""
@@ -274,7 +282,7 @@ class WorkerLoop:
         if is_best:
             progress.best = score
         self.tracker.log_metrics(summary, step=progress.step)
-        self.tracker.flush()
+        self.tracker.persist()
         self.checkpointer.save(
             self.module,
             self.optimizer,
@@ -286,6 +294,7 @@ class WorkerLoop:
         )
         self.saved_step = progress.step
         self.signals.saved()
+        self.tracker.flush()
         line = self.console.line(
             epoch, progress, self.epoch_steps, self.meter, summary=summary, baseline=self.baseline
         )

@@ -109,5 +109,9 @@ def bad_kinetics(tmp_path_factory, synthetic):
     # a file the official CSV lists that is not on disk
     with (root / "annotations" / "train.csv").open("a") as handle:
         handle.write("bowling,ABCDEFGHIJK,10,20,train\n")
+        handle.write("bowling,FIFOFIFOFIF,10,20,train\n")
     files["listed_missing"] = "train/bowling/ABCDEFGHIJK_000010_000020.mp4"
+    # a FIFO in a video's place: opening it would block the probe for ever
+    files["fifo"] = "train/bowling/FIFOFIFOFIF_000010_000020.mp4"
+    os.mkfifo(root / files["fifo"])
     return root, files

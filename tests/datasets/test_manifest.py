@@ -31,6 +31,7 @@ def bad_manifest(bad_kinetics, tmp_path_factory):
         ("no_audio", "no_audio", "no audio stream"),
         ("short", "too_short", "1.00 s, needs at least 1.10 s"),
         ("listed_missing", "missing_on_disk", "listed in annotations/train.csv but not on disk"),
+        ("fifo", "unreadable", "not a regular file (a FIFO, socket or device): not opened"),
         ("video_0.mov", "too_short", "0.10 s, needs at least 1.10 s; no audio stream"),
         ("video_90.mov", "too_short", "0.10 s, needs at least 1.10 s; no audio stream"),
     ],

@@ -380,3 +380,65 @@ def test_the_scheduling_loop_pauses_while_the_decoders_are_ahead(local_ray):
         context.custom_execution_callback_classes[:] = saved[1]
     assert _CountSteps.backpressured  # the case the pause is for did occur
     assert rate < 100, f"{rate:.0f} scheduling steps/s"
+
+
+def _process_killer(victim: str) -> type:
+    """A decoder whose process ends (as a decoder's segfault ends it) when it decodes `victim`;
+    defined in a function, so Ray ships the class by value to its actors."""
+    import os
+
+    from crisscross.datasets.pipeline import PretextDecoder
+
+    class KillsItsProcess(PretextDecoder):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            decode = self.sample
+
+            def sample(row, *, epoch, index):
+                if str(row["path"]) == victim:
+                    os._exit(1)
+                return decode(row, epoch=epoch, index=index)
+
+            self.sample = sample
+            self.sample.empty = decode.empty
+
+    return KillsItsProcess
+
+
+def test_a_file_that_kills_its_decode_actor_is_quarantined_and_the_epoch_goes_on(
+    local_ray, synthetic, tmp_path
+):
+    """The actor restarts (a finite number of times), the file it was decoding is quarantined
+    and recorded with its reason, every other row arrives; with no restarts allowed the
+    pipeline fails instead of retrying without end (Ray Data's default)."""
+    from crisscross.datasets.pipeline import epoch_dataset
+
+    ks = build_manifest(
+        "kinetics_sound", str(synthetic["kinetics_sound"]), out=str(tmp_path / "k.parquet")
+    ).manifest
+    rows = epoch_order(usable_rows(ks, SPEC), seed=0, epoch=0).slice(0, 6)
+    victim = rows.column("path")[3].as_py()
+    log = FailureLogRef.create()
+    data = epoch_dataset(
+        rows,
+        spec=SPEC,
+        failure_log=log,
+        resources=DecodeResources(workers=1, rows_per_task=2, restarts=2),
+        decoder=_process_killer(victim),
+    )
+    got = sorted(int(i) for b in data.dataset.iter_batches(batch_size=None) for i in b["index"])
+    indices = rows.column("index").to_pylist()
+    assert got == sorted(indices[:3] + indices[4:])
+    assert [(f.path, f.reason) for f in log.drain()] == [
+        (victim, "QuarantinedError: it crashed a decode actor before: not opened again")
+    ]
+
+    again = epoch_dataset(
+        rows,
+        spec=SPEC,
+        failure_log=FailureLogRef.create(),
+        resources=DecodeResources(workers=1, rows_per_task=2, restarts=0),
+        decoder=_process_killer(victim),
+    )
+    with pytest.raises(Exception, match=r"(?i)actor|died|worker"):
+        list(again.dataset.iter_batches(batch_size=None))

@@ -136,3 +136,42 @@ def test_a_verifying_manifest_marks_them_unreadable_and_probes_again(tmp_path):
     assert rows[str(target)]["status"] == "unreadable"
     assert "23 of 77 video frames" in rows[str(target)]["reason"]
     assert sum(r["status"] == "ok" for r in rows.values()) == len(rows) - 1
+
+
+def _with_duration(path, out, seconds: float) -> None:
+    """`path` (a Matroska file) with its Segment's Duration element (0x4489, an 8-byte float in
+    milliseconds) set to `seconds`: a header that claims what the file does not hold."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    at = data.find(b"\x44\x89\x88")
+    assert at != -1
+    data[at + 3 : at + 11] = struct.pack(">d", seconds * 1000)
+    out.write_bytes(bytes(data))
+
+
+def test_a_duration_no_file_of_that_size_can_hold_is_unreadable(tmp_path):
+    """A bogus duration header: the file probes and decodes its first frame, but the length it
+    claims is over the cap (a week), or far more than its bytes can hold (an hour in 1 KB)."""
+    whole = tmp_path / "whole.mkv"
+    write_video(whole, 64, 48)
+    assert judge(probe(str(whole)) | {"size_bytes": whole.stat().st_size}, NEEDS) == ("ok", "")
+    week, hour = tmp_path / "week.mkv", tmp_path / "hour.mkv"
+    _with_duration(whole, week, 7 * 86400.0)
+    _with_duration(whole, hour, 3600.0)
+    facts = probe(str(week))
+    assert facts["error"] is None and facts["duration"] == 7 * 86400.0
+    assert judge(facts | {"size_bytes": week.stat().st_size}, NEEDS) == (
+        "unreadable",
+        "a duration of 168.0 h is over the cap of 24 h (a bogus header?)",
+    )
+    size = hour.stat().st_size
+    assert judge(probe(str(hour)) | {"size_bytes": size}, NEEDS) == (
+        "unreadable",
+        f"{size} bytes cannot hold the 3600 s its header claims ({size / 3600:.1f} bytes a "
+        "second, under 64): a bogus header",
+    )
+    still = dict(FACTS) | {"has_video": True, "width": 64, "height": 48, "duration": 3600.0}
+    assert judge(still | {"size_bytes": 400_000}, NEEDS)[0] == "ok"  # a still picture's rate
+    assert judge(still | {"size_bytes": 20_000}, NEEDS)[0] == "unreadable"
+    assert judge(still, NEEDS)[0] == "ok"  # no size known: only the cap applies

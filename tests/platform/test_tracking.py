@@ -172,3 +172,50 @@ def test_final_status_with_the_server_down_is_a_sentence_not_a_traceback(worker_
     assert note.startswith(
         f" (MLflow run r1 still shows RUNNING, not KILLED: the tracking server {uri} did not answer"
     )
+
+
+def test_metrics_persisted_before_a_checkpoint_survive_a_crash_and_arrive_once(
+    tmp_path, worker_env, monkeypatch
+):
+    """The loop persists, checkpoints, then flushes: a worker that dies between the checkpoint
+    and the flush leaves the metrics in the journal, and the next open sends them once; a flush
+    that succeeds removes the copy; one that fails keeps everything for the replay."""
+    uri, client, run_id = _store_with_run(tmp_path)
+    journal = tmp_path / JOURNAL_FILE
+    tracker = MlflowTracker(uri, run_id, flush_seconds=3600.0, journal=str(journal))
+    tracker.open()
+    for step in (1, 2):
+        tracker.log_metrics({"loss": float(step)}, step)
+    tracker.persist()
+    assert [json.loads(line)["step"] for line in journal.read_text().splitlines()] == [1, 2]
+    assert _steps(client, run_id, "loss") == []  # persist never talks to the server
+    tracker.flush()
+    assert _steps(client, run_id, "loss") == [(1, 1.0), (2, 2.0)]
+    assert not journal.exists()
+
+    tracker.log_metrics({"loss": 3.0}, 3)
+    tracker.persist()
+    del tracker  # the worker dies after its checkpoint, before the flush
+    again = MlflowTracker(uri, run_id, flush_seconds=3600.0, journal=str(journal))
+    again.open()
+    assert _steps(client, run_id, "loss") == [(1, 1.0), (2, 2.0), (3, 3.0)]
+    assert not journal.exists()
+
+    monkeypatch.setattr(tracking, "RETRY_SECONDS", 0.0)
+    real, down = again._client.log_batch, {"now": True}
+
+    def flaky(*args, **kwargs):
+        if down["now"]:
+            raise MlflowException("API request failed: Connection refused")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(again._client, "log_batch", flaky)
+    again.log_metrics({"loss": 4.0}, 4)
+    again.persist()
+    again.flush()  # refused: the copy and the buffer both wait in the journal
+    again.log_metrics({"loss": 5.0}, 5)
+    again.persist()
+    down["now"] = False
+    again.flush()
+    assert _steps(client, run_id, "loss") == [(s, float(s)) for s in range(1, 6)]
+    assert not journal.exists()

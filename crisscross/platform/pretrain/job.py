@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -45,7 +46,13 @@ from crisscross.models.weights import save_backbone
 from crisscross.platform.journal import JOURNAL_FILE
 from crisscross.platform.lease import Lease, LeaseError
 from crisscross.platform.pretrain.loss_plot import plot_losses
-from crisscross.platform.pretrain.resume_check import ResumeRefusedError, check_resume, record_data
+from crisscross.platform.pretrain.resume_check import (
+    ResumeRefusedError,
+    check_resume,
+    record_data,
+    resume_point,
+    unlisted_checkpoints,
+)
 from crisscross.platform.pretrain.run_record import read_record, write_record
 from crisscross.platform.pretrain.stopping import StopNow, StopRequest
 from crisscross.platform.redact import public_config, redact, redact_tree
@@ -347,6 +354,22 @@ def checked_record(
         raise PretrainError(str(exc)) from None
 
 
+def checked_resume_point(
+    run_dir: str, record: dict[str, Any] | None, say: Callable[[str], None]
+) -> str:
+    """`resume_point` of an unfinished run, said when it is a checkpoint; its refusal a
+    PretrainError. "" for a new or a finished run."""
+    if record is None or record.get("finished_step") is not None:
+        return ""
+    try:
+        point = resume_point(run_dir)
+    except ResumeRefusedError as exc:
+        raise PretrainError(str(exc)) from None
+    if point:
+        say(f"{run_dir} has no Ray snapshot: resuming from its newest whole checkpoint, {point}")
+    return point
+
+
 def run_pretrain(
     config: ExperimentConfig,
     *,
@@ -364,7 +387,8 @@ def run_pretrain(
     storage = output_location(config.run.output_dir)
     run_dir = join(storage, config.run.name)
     rows = identity_rows(read_manifest(manifest), clip_spec(config))
-    checked_record(config, run_dir, rows, say)  # a resume on other data: refused before Ray
+    record = checked_record(config, run_dir, rows, say)  # other data: refused before Ray
+    resume_from = checked_resume_point(run_dir, record, say)
     sets = monitor_sets(config) if monitor is None else monitor
     uri, local = tracking_and_ray(config, say)
     check_resources(config, local=local, say=say)
@@ -392,6 +416,7 @@ def run_pretrain(
             storage=run_dir,
             tracker=MlflowTracker(uri, run_id, journal=join(run_dir, JOURNAL_FILE)),
             monitor_sets=sets,
+            resume_from=resume_from,
         )
         result = train(job, client, run_id, storage=storage, say=say, callbacks=callbacks)
         outcome = result.return_value or {}
@@ -563,6 +588,8 @@ def finish(
         if local:
             client.log_artifacts(run_id, best, "checkpoints/best")
     client.set_terminated(run_id, status="FINISHED")
+    for leftover in unlisted_checkpoints(run_dir):  # run.keep_checkpoints holds for them too
+        shutil.rmtree(leftover, ignore_errors=True)
     record = (read_record(run_dir) or {}) | {
         "finished_step": int(state["step"]),
         "backbones": backbones,

@@ -1,12 +1,16 @@
 """What a run folder lets resume: its run, on the config and the data it started with.
 
 The run folder keeps the epoch's rows and their digest; a resume on other rows is refused with
-what changed, since its checkpoint's data position would point at other videos.
+what changed, since its checkpoint's data position would point at other videos. A damaged Ray
+snapshot is refused with its recovery (move it aside); without a snapshot, a local run folder's
+newest whole checkpoint is where the launch resumes (`resume_point`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -20,6 +24,7 @@ from crisscross.datasets.fs import atomic_output, join, resolve
 from crisscross.platform.pretrain.run_record import RecordError, read_record
 from crisscross.platform.redact import redact_tree
 from crisscross.platform.tracking import flatten
+from crisscross.trainers.run_folder import RunFolder, checkpoint_order
 
 DATA_ROWS = "crisscross_data_rows.parquet"  # in the run folder: the rows the run started on
 
@@ -103,3 +108,57 @@ def _what_changed(run_dir: str, saved: dict[str, Any], rows: pa.Table) -> str:
     except (OSError, pa.ArrowInvalid) as exc:
         return f"which rows changed is unknown ({path}: {exc})"
     return row_changes(old, rows).describe()
+
+
+# Ray Train's own list of the run's checkpoints, in the run folder (Ray 2.60 writes it in place)
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"
+
+
+def resume_point(run_dir: str) -> str:
+    """Where a launch resumes when Ray's snapshot cannot say: "" (Ray's snapshot decides, or a
+    new run), or the newest whole checkpoint of a local run folder that has checkpoints but no
+    snapshot (one moved aside, below). ResumeRefusedError when the snapshot is damaged: Ray would
+    fail deep inside its controller, at every launch."""
+    fs, inner = resolve(join(run_dir, RAY_SNAPSHOT))
+    if fs.get_file_info(inner).type != pafs.FileType.NotFound:
+        try:
+            with fs.open_input_stream(inner) as stream:
+                text = stream.read().decode("utf-8")
+            if text.strip():
+                json.loads(text)
+                return ""
+            reason = "it is empty"
+        except (OSError, ValueError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        where = join(run_dir, RAY_SNAPSHOT)
+        raise ResumeRefusedError(
+            f"{where} (Ray Train's list of this run's checkpoints) cannot be read "
+            f"({reason.splitlines()[0][:200]}): a crash or a full disk while Ray wrote it. "
+            f"Move it aside (mv {where} {where}.broken) and launch again: the run then "
+            "resumes from its newest whole checkpoint folder"
+        )
+    if isinstance(fs, pafs.LocalFileSystem):
+        latest = RunFolder(Path(inner).parent).latest()
+        return str(latest) if latest is not None else ""
+    return ""
+
+
+def unlisted_checkpoints(run_dir: str) -> list[Path]:
+    """Checkpoint folders of a local run folder that Ray's snapshot does not list: written by a
+    launch that crashed before Ray registered them, or resumed from without a snapshot, so Ray
+    never prunes them (`run.keep_checkpoints`). [] without a readable snapshot, or off this
+    machine's disk."""
+    fs, inner = resolve(join(run_dir, RAY_SNAPSHOT))
+    if not isinstance(fs, pafs.LocalFileSystem):
+        return []
+    try:
+        results = json.loads(Path(inner).read_text())["checkpoint_results"]
+        listed = {r["checkpoint_dir_name"] for r in results}
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    folder = Path(inner).parent
+    return sorted(
+        path
+        for path in folder.glob("checkpoint_*")
+        if path.is_dir() and checkpoint_order(path.name) is not None and path.name not in listed
+    )

@@ -16,8 +16,9 @@ from mlflow.tracking import MlflowClient
 from crisscross.config import load_config
 from crisscross.models.weights import load_backbone
 from crisscross.platform.pretrain.job import PretrainError, RunFailedError, run_pretrain
+from crisscross.platform.pretrain.resume_check import RAY_SNAPSHOT
 from crisscross.platform.tracking import MlflowTracker
-from crisscross.trainers.run_folder import STATE_FILE
+from crisscross.trainers.run_folder import STATE_FILE, RunFolder
 from tests.conftest import REPO, TINY_SIZES
 
 QUICKSTART = REPO / "experiments" / "pretext" / "quickstart.yaml"
@@ -126,7 +127,9 @@ def test_killed_worker_restarts_or_resumes_without_losing_steps(
     """max_failures 1: Ray restarts the group from the last checkpoint and the run completes.
     max_failures 0: the run fails; the same command again finishes it in the same MLflow run.
     Either way every step is logged exactly once and the run ends at the uninterrupted step;
-    with two workers, each one's cursor goes into the checkpoint's data position."""
+    with two workers, each one's cursor goes into the checkpoint's data position. With one
+    worker and a restart, resume equivalence (CPU, fp32, run.deterministic): the run ends with
+    the weights and optimiser state of the same run never stopped, bit for bit."""
     config = tiny(
         tmp_path,
         synthetic,
@@ -136,6 +139,7 @@ def test_killed_worker_restarts_or_resumes_without_losing_steps(
             "run.checkpoint_every": 1,
             "run.max_failures": max_failures,
             "run.keep_checkpoints": 2,
+            "run.deterministic": True,
         },
     )
     run_dir = tmp_path / "runs" / "tiny"
@@ -161,6 +165,24 @@ def test_killed_worker_restarts_or_resumes_without_losing_steps(
         assert history(client, result.run_id, key) == list(range(1, 7)), key
     assert history(client, result.run_id, "epoch/loss") == [3, 6]
     assert len(checkpoints(run_dir)) == 2  # keep_checkpoints
+    if (max_failures, workers) == (1, 1):
+        straight = config.model_copy(update={"run": config.run.model_copy(update={"name": "s"})})
+        assert run_pretrain(straight, say=lambda _: None).final_step == 6
+        _same_state(RunFolder(tmp_path / "runs" / "s").latest(), RunFolder(run_dir).latest())
+
+
+def _same_state(first: Path, second: Path) -> None:
+    """Both checkpoints hold step 6 and the same weights and Adam moments, bit for bit."""
+    states = [torch.load(folder / STATE_FILE, weights_only=True) for folder in (first, second)]
+    assert [s["step"] for s in states] == [6, 6]
+    model = [s["model"] for s in states]
+    assert model[0].keys() == model[1].keys()
+    assert [k for k in model[0] if not torch.equal(model[0][k], model[1][k])] == []
+    moments = [s["optimizer"]["state"] for s in states]
+    assert moments[0].keys() == moments[1].keys()
+    for i in moments[0]:
+        assert torch.equal(moments[0][i]["exp_avg"], moments[1][i]["exp_avg"]), i
+        assert torch.equal(moments[0][i]["exp_avg_sq"], moments[1][i]["exp_avg_sq"]), i
 
 
 @pytest.fixture(scope="module")
@@ -281,6 +303,25 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(
     )
     assert state["step"] == 1
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+
+    # Ray's snapshot of the run's checkpoints cut short (a crash or a full disk): refused with
+    # its recovery before Ray starts; once moved aside, the run resumes from its checkpoint
+    snapshot = tmp_path / "runs" / "tiny" / RAY_SNAPSHOT
+    snapshot.write_text("")
+    with pytest.raises(PretrainError) as refused:
+        run_pretrain(config, say=lambda _: None)
+    assert str(refused.value).startswith(f"{snapshot} (Ray Train's list of this run's")
+    assert "(it is empty): a crash or a full disk while Ray wrote it" in str(refused.value)
+    assert f"Move it aside (mv {snapshot} {snapshot}.broken)" in str(refused.value)
+    snapshot.rename(f"{snapshot}.broken")
+    latest = tmp_path / "runs" / "tiny" / "checkpoint_step000000001"
+    written = (latest / STATE_FILE).stat().st_mtime_ns
+    said: list[str] = []
+    with pytest.raises(RunFailedError, match=r"non-finite loss at step 2 "):
+        run_pretrain(config, say=said.append)
+    assert f"resuming from its newest whole checkpoint, {latest}" in "\n".join(said)
+    # resumed at step 1, its first step is step 2 (NaN): step 1 was not trained and saved again
+    assert (latest / STATE_FILE).stat().st_mtime_ns == written
 
 
 def test_tracker_drops_what_is_already_logged(tmp_path):

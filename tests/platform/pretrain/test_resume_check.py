@@ -51,3 +51,43 @@ def test_the_same_rows_resume_and_other_rows_are_refused_even_without_the_rows_f
 def test_a_finished_run_is_not_checked(tmp_path):
     config, run_dir = started(tmp_path, data={"digest": "other", "rows": 9}, finished_step=3)
     assert check_resume(config, run_dir, ROWS, say=pytest.fail)["finished_step"] == 3
+
+
+def test_the_resume_point_reads_rays_snapshot_or_the_newest_whole_checkpoint(tmp_path):
+    """Ray's snapshot decides when it is whole; a damaged one is refused with its recovery; with
+    none, the newest checkpoint folder that holds its state (by step, not by name)."""
+    from crisscross.platform.pretrain.resume_check import RAY_SNAPSHOT, resume_point
+    from crisscross.trainers.run_folder import STATE_FILE
+
+    run = tmp_path / "r"
+    run.mkdir()
+    assert resume_point(str(run)) == ""  # a new run
+    for name in ("checkpoint_epoch0001_step000000010", "checkpoint_step000000015"):
+        (run / name).mkdir()
+        (run / name / STATE_FILE).write_bytes(b"state")
+    (run / "checkpoint_step000000020").mkdir()  # Ray had not finished writing it
+    assert resume_point(str(run)) == str(run / "checkpoint_step000000015")
+    (run / RAY_SNAPSHOT).write_text('{"checkpoint_results": []}')
+    assert resume_point(str(run)) == ""
+    for broken, reason in (("", "it is empty"), ('{"checkpoint_res', "JSONDecodeError: ")):
+        (run / RAY_SNAPSHOT).write_text(broken)
+        with pytest.raises(ResumeRefusedError, match=f"cannot be read \\({reason}"):
+            resume_point(str(run))
+
+
+def test_checkpoint_folders_rays_snapshot_does_not_list_are_the_leftovers(tmp_path):
+    """Left by a launch that crashed before Ray registered them: Ray never prunes them, so the
+    finished run removes them (run.keep_checkpoints)."""
+    import json
+
+    from crisscross.platform.pretrain.resume_check import RAY_SNAPSHOT, unlisted_checkpoints
+
+    run = tmp_path / "r"
+    for name in ("checkpoint_step000000002", "checkpoint_step000000003", "best", "other"):
+        (run / name).mkdir(parents=True)
+    assert unlisted_checkpoints(str(run)) == []  # no snapshot: nothing is known to be left over
+    listed = {"checkpoint_results": [{"checkpoint_dir_name": "checkpoint_step000000003"}]}
+    (run / RAY_SNAPSHOT).write_text(json.dumps(listed))
+    assert unlisted_checkpoints(str(run)) == [run / "checkpoint_step000000002"]
+    (run / RAY_SNAPSHOT).write_text('{"checkpoint_results": 3}')  # a format we do not know
+    assert unlisted_checkpoints(str(run)) == []
