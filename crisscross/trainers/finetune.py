@@ -265,11 +265,10 @@ def finetune_loop_per_worker(job: FinetuneJob) -> dict[str, Any]:
         if fold.epoch % o.test_every == 0 or fold.epoch == o.epochs:
             metrics |= _test(core, job, test_sample, fold, labels, device, rank=rank, world=world)
         tracker.log_metrics(metrics, step=fold.epoch)
-        tracker.persist()  # the checkpoint never waits on the tracking server
+        tracker.flush()  # before the checkpoint: a fold's tracker keeps no journal
         if rank == 0:
             console_line(_epoch_line(job, fold, o.epochs, metrics))
         _report(core, optimizer, scheduler, fold, metrics, rank)
-        tracker.flush()
     return {
         "final": fold.last,
         "best": fold.best,

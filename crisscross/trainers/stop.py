@@ -62,7 +62,7 @@ class StepSignals:
         self.preemption, self.preemption_seconds = preemption, preemption_seconds
         self.reason: str | None = None
         self.notice: Any = None  # the preemption notice checkpointed for, once seen
-        self.fresh_notice = False  # until the loop said so
+        self.fresh_notice = False  # a notice came at this step (the loop says so)
         self._polled = self._saved = self._asked = time.monotonic()
 
     def due(self) -> bool:
@@ -73,6 +73,7 @@ class StepSignals:
         """(every rank has its next batch, checkpoint now), agreed by all ranks in one
         all-reduce; every worker calls it at the same step, before the step."""
         code, ask = _NONE, 0
+        self.fresh_notice = False  # a notice is news for the step it came at only
         if self.rank == 0:
             now = time.monotonic()
             if now - self._polled >= self.poll_seconds:

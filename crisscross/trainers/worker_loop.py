@@ -244,7 +244,6 @@ class WorkerLoop:
         sent after: a tracking server that does not answer never delays a checkpoint)."""
         progress = self.progress
         if self.signals.fresh_notice:
-            self.signals.fresh_notice = False
             self.say(f"step {progress.step}: checkpoint on {preemption_words(self.signals.notice)}")
         self.tracker.persist()
         position = epoch_position(

@@ -67,6 +67,7 @@ def test_a_preemption_notice_is_asked_on_rank_0s_clock_and_checkpointed_once(tmp
     assert signals.fresh_notice and signals.notice is first
     clock["now"] += 5
     assert not signals.due()  # the same notice: answered already
+    assert not signals.fresh_notice  # news for its own step only
     notice["now"] = SimpleNamespace(deadline_ms=None, preempted_node_to_ranks={"node-b": [0]})
     clock["now"] += 5
     assert signals.due()

@@ -43,7 +43,7 @@ from crisscross.datasets.manifest import (
 )
 from crisscross.datasets.pipeline import usable_rows
 from crisscross.models.weights import save_backbone
-from crisscross.platform.journal import JOURNAL_FILE
+from crisscross.platform.journal import JOURNAL_FILE, MetricJournal
 from crisscross.platform.lease import Lease, LeaseError
 from crisscross.platform.pretrain.loss_plot import plot_losses
 from crisscross.platform.pretrain.resume_check import (
@@ -358,8 +358,8 @@ def checked_resume_point(
     run_dir: str, record: dict[str, Any] | None, say: Callable[[str], None]
 ) -> str:
     """`resume_point` of an unfinished run, said when it is a checkpoint; its refusal a
-    PretrainError. "" for a new or a finished run."""
-    if record is None or record.get("finished_step") is not None:
+    PretrainError. "" for a new (no record) or a finished run."""
+    if not record or record.get("finished_step") is not None:
         return ""
     try:
         point = resume_point(run_dir)
@@ -368,6 +368,14 @@ def checked_resume_point(
     if point:
         say(f"{run_dir} has no Ray snapshot: resuming from its newest whole checkpoint, {point}")
     return point
+
+
+def last_checkpoint(job: PretrainJob, result: ray.train.Result) -> ray.train.Checkpoint | None:
+    """Ray's last checkpoint of the run; the one it resumed from when this launch reported none
+    (a run resumed without Ray's snapshot at its final step trains no further)."""
+    if result.checkpoint is None and job.resume_from:
+        return ray.train.Checkpoint(job.resume_from)
+    return result.checkpoint
 
 
 def run_pretrain(
@@ -387,8 +395,7 @@ def run_pretrain(
     storage = output_location(config.run.output_dir)
     run_dir = join(storage, config.run.name)
     rows = identity_rows(read_manifest(manifest), clip_spec(config))
-    record = checked_record(config, run_dir, rows, say)  # other data: refused before Ray
-    resume_from = checked_resume_point(run_dir, record, say)
+    checked_record(config, run_dir, rows, say)  # a resume on other data: refused before Ray
     sets = monitor_sets(config) if monitor is None else monitor
     uri, local = tracking_and_ray(config, say)
     check_resources(config, local=local, say=say)
@@ -416,12 +423,12 @@ def run_pretrain(
             storage=run_dir,
             tracker=MlflowTracker(uri, run_id, journal=join(run_dir, JOURNAL_FILE)),
             monitor_sets=sets,
-            resume_from=resume_from,
+            resume_from=checked_resume_point(run_dir, record, say),  # under the lease
         )
         result = train(job, client, run_id, storage=storage, say=say, callbacks=callbacks)
-        outcome = result.return_value or {}
+        outcome, checkpoint = result.return_value or {}, last_checkpoint(job, result)
         try:
-            done = finish(client, config, run_id, uri, run_dir, result.checkpoint, storage)
+            done = finish(client, config, run_id, uri, run_dir, checkpoint, storage)
         except (MlflowException, requests.RequestException) as exc:
             raise RunFailedError(
                 f"training reached step {outcome.get('step')}, but {unanswered(exc, client)} "
@@ -578,6 +585,8 @@ def finish(
             save_backbone(module, path)
             client.log_artifact(run_id, str(path), "backbones")
             backbones[prefix] = f"backbones/{path.name}"
+        # metrics the workers journaled and could not send before they ended
+        MetricJournal(join(run_dir, JOURNAL_FILE)).replay(client, run_id)
         plot = Path(folder) / "loss_curve.png"
         if plot_losses(client, run_id, plot):
             client.log_artifact(run_id, str(plot))

@@ -9,6 +9,7 @@ newest whole checkpoint is where the launch resumes (`resume_point`).
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from crisscross.datasets.fs import atomic_output, join, resolve
 from crisscross.platform.pretrain.run_record import RecordError, read_record
 from crisscross.platform.redact import redact_tree
 from crisscross.platform.tracking import flatten
-from crisscross.trainers.run_folder import RunFolder, checkpoint_order
+from crisscross.trainers.run_folder import PROGRESS_FILE, STATE_FILE, RunFolder, checkpoint_order
 
 DATA_ROWS = "crisscross_data_rows.parquet"  # in the run folder: the rows the run started on
 
@@ -131,16 +132,33 @@ def resume_point(run_dir: str) -> str:
         except (OSError, ValueError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
         where = join(run_dir, RAY_SNAPSHOT)
+        then = (
+            "the run then resumes from its newest whole checkpoint folder"
+            if isinstance(fs, pafs.LocalFileSystem)
+            else "on object storage the run then starts again from its first step"
+        )
         raise ResumeRefusedError(
             f"{where} (Ray Train's list of this run's checkpoints) cannot be read "
             f"({reason.splitlines()[0][:200]}): a crash or a full disk while Ray wrote it. "
-            f"Move it aside (mv {where} {where}.broken) and launch again: the run then "
-            "resumes from its newest whole checkpoint folder"
+            f"Move it aside (mv {where} {where}.broken) and launch again: {then}"
         )
     if isinstance(fs, pafs.LocalFileSystem):
-        latest = RunFolder(Path(inner).parent).latest()
-        return str(latest) if latest is not None else ""
+        for folder in reversed(RunFolder(Path(inner).parent).checkpoints()):
+            if _whole(folder):
+                return str(folder)
     return ""
+
+
+def _whole(folder: Path) -> bool:
+    """Whether a checkpoint folder was written to the end: its progress file, and a state file
+    whose zip index (at the end of the file) reads; Ray copies a checkpoint file by file."""
+    if not (folder / PROGRESS_FILE).is_file():
+        return False
+    try:
+        with zipfile.ZipFile(folder / STATE_FILE) as archive:
+            return bool(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def unlisted_checkpoints(run_dir: str) -> list[Path]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from crisscross.config import load_config
@@ -200,6 +201,35 @@ def test_finished_run_is_not_trained_again(finished):
     assert not again.trained
     client = MlflowClient(first.tracking_uri)
     assert history(client, first.run_id, "loss") == [1, 2, 3]
+
+
+def test_closing_a_run_sends_the_metrics_its_workers_left_in_the_journal(finished, tmp_path):
+    """A worker whose last flush the server refused leaves metrics in the run folder's journal;
+    closing the run sends them, once, before it is marked FINISHED."""
+    import shutil
+
+    import ray
+
+    from crisscross.platform.journal import JOURNAL_FILE, MetricJournal
+    from crisscross.platform.pretrain.job import finish
+
+    folder, config, first = finished
+    run_dir = tmp_path / "copy"  # the shared run folder stays as it was
+    shutil.copytree(folder / "runs" / "tiny", run_dir)
+    client = MlflowClient(first.tracking_uri)
+    run_id = client.create_run(first_experiment(client)).info.run_id
+    MetricJournal(str(run_dir / JOURNAL_FILE)).append(
+        [Metric("loss", 0.5, 0, 3), Metric("epoch/loss", 0.4, 0, 3), Metric("loss", 0.5, 0, 3)]
+    )
+    latest = ray.train.Checkpoint(str(RunFolder(run_dir).latest()))
+    finish(client, config, run_id, first.tracking_uri, str(run_dir), latest, str(tmp_path))
+    assert history(client, run_id, "loss") == [3] and history(client, run_id, "epoch/loss") == [3]
+    assert not (run_dir / JOURNAL_FILE).exists()
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def first_experiment(client: MlflowClient) -> str:
+    return client.get_experiment_by_name("crisscross-quickstart").experiment_id
 
 
 def test_resume_by_mlflow_run_id_finds_the_run_folder_and_config(run_cli, finished, monkeypatch):

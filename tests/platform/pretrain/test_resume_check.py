@@ -56,16 +56,26 @@ def test_a_finished_run_is_not_checked(tmp_path):
 def test_the_resume_point_reads_rays_snapshot_or_the_newest_whole_checkpoint(tmp_path):
     """Ray's snapshot decides when it is whole; a damaged one is refused with its recovery; with
     none, the newest checkpoint folder that holds its state (by step, not by name)."""
+    import torch
+
     from crisscross.platform.pretrain.resume_check import RAY_SNAPSHOT, resume_point
-    from crisscross.trainers.run_folder import STATE_FILE
+    from crisscross.trainers.run_folder import PROGRESS_FILE, STATE_FILE
 
     run = tmp_path / "r"
     run.mkdir()
     assert resume_point(str(run)) == ""  # a new run
     for name in ("checkpoint_epoch0001_step000000010", "checkpoint_step000000015"):
         (run / name).mkdir()
-        (run / name / STATE_FILE).write_bytes(b"state")
-    (run / "checkpoint_step000000020").mkdir()  # Ray had not finished writing it
+        torch.save({"step": 1}, run / name / STATE_FILE)
+        (run / name / PROGRESS_FILE).write_text("{}")
+    assert resume_point(str(run)) == str(run / "checkpoint_step000000015")
+    cut = run / "checkpoint_step000000020"  # Ray was copying it: its state file cut short
+    cut.mkdir()
+    whole = (run / "checkpoint_step000000015" / STATE_FILE).read_bytes()
+    (cut / STATE_FILE).write_bytes(whole[: len(whole) // 2])
+    (cut / PROGRESS_FILE).write_text("{}")
+    assert resume_point(str(run)) == str(run / "checkpoint_step000000015")
+    (run / "checkpoint_step000000030").mkdir()  # no state file yet
     assert resume_point(str(run)) == str(run / "checkpoint_step000000015")
     (run / RAY_SNAPSHOT).write_text('{"checkpoint_results": []}')
     assert resume_point(str(run)) == ""
