@@ -51,19 +51,36 @@ def history(client: MlflowClient, run_id: str, key: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, key))
 
 
-def test_pretrain_logs_everything_and_exports_released_weights(local_ray, synthetic, tmp_path):
-    config = tiny(
-        tmp_path,
-        synthetic,
-        **{
-            "monitor.every": 1,
-            "monitor.video_root": str(synthetic["ucf101"]),
-            "monitor.audio_root": str(synthetic["esc50"]),
-            "monitor.clips": 1,
-        },
-    )
-    lines: list[str] = []
-    outcome = run_pretrain(config, say=lines.append)
+# The killed-worker cases and the run that is launched again share these settings, so that one
+# finished run serves them all: it is the uninterrupted run the killed one must equal, bit for bit.
+SHARED = {
+    "optim.epochs": 2,
+    "run.checkpoint_every": 1,
+    "run.keep_checkpoints": 2,
+    "run.deterministic": True,
+}
+
+
+@pytest.fixture(scope="module")
+def finished(local_ray, synthetic, tmp_path_factory):
+    """One finished run (2 epochs of 3 steps, a checkpoint each step, the monitor each epoch),
+    shared by the tests that read it, run it again or compare with it."""
+    folder = tmp_path_factory.mktemp("finished")
+    config = tiny(folder, synthetic, **_monitored(synthetic))
+    return folder, config, run_pretrain(config, say=lambda _: None)
+
+
+def _monitored(synthetic) -> dict:
+    return SHARED | {
+        "monitor.every": 1,
+        "monitor.video_root": str(synthetic["ucf101"]),
+        "monitor.audio_root": str(synthetic["esc50"]),
+        "monitor.clips": 1,
+    }
+
+
+def test_pretrain_logs_everything_and_exports_released_weights(finished, tmp_path):
+    _, config, outcome = finished
     client = MlflowClient(outcome.tracking_uri)
     run = client.get_run(outcome.run_id)
     assert run.info.status == "FINISHED"
@@ -84,7 +101,7 @@ def test_pretrain_logs_everything_and_exports_released_weights(local_ray, synthe
     assert run.data.params["loss.async"] == "True"
     for tag in ("git.commit", "ray.version", "torch.version", "manifest.sha256"):
         assert run.data.tags[tag], tag
-    assert run.data.tags["checkpoint.latest"].startswith(str(tmp_path / "runs" / "tiny"))
+    assert run.data.tags["checkpoint.latest"].startswith(str(finished[0] / "runs" / "tiny"))
     artifacts = {a.path for a in client.list_artifacts(outcome.run_id)}
     assert {"config.yaml", "backbones", "checkpoints", "loss_curve.png"} <= artifacts
     folder = client.download_artifacts(outcome.run_id, "backbones", str(tmp_path / "dl"))
@@ -123,7 +140,7 @@ def _run_and_kill(config, run_dir: Path, *, after_checkpoints: int):
 
 @pytest.mark.parametrize(("max_failures", "workers"), [(1, 1), (0, 1), (1, 2)])
 def test_killed_worker_restarts_or_resumes_without_losing_steps(
-    local_ray, synthetic, tmp_path, max_failures, workers
+    local_ray, synthetic, tmp_path, finished, max_failures, workers
 ):
     """max_failures 1: Ray restarts the group from the last checkpoint and the run completes.
     max_failures 0: the run fails; the same command again finishes it in the same MLflow run.
@@ -135,12 +152,9 @@ def test_killed_worker_restarts_or_resumes_without_losing_steps(
         tmp_path,
         synthetic,
         **{
+            **SHARED,
             "run.workers": workers,
-            "optim.epochs": 2,
-            "run.checkpoint_every": 1,
             "run.max_failures": max_failures,
-            "run.keep_checkpoints": 2,
-            "run.deterministic": True,
         },
     )
     run_dir = tmp_path / "runs" / "tiny"
@@ -166,10 +180,8 @@ def test_killed_worker_restarts_or_resumes_without_losing_steps(
         assert history(client, result.run_id, key) == list(range(1, 7)), key
     assert history(client, result.run_id, "epoch/loss") == [3, 6]
     assert len(checkpoints(run_dir)) == 2  # keep_checkpoints
-    if (max_failures, workers) == (1, 1):
-        straight = config.model_copy(update={"run": config.run.model_copy(update={"name": "s"})})
-        assert run_pretrain(straight, say=lambda _: None).final_step == 6
-        _same_state(RunFolder(tmp_path / "runs" / "s").latest(), RunFolder(run_dir).latest())
+    if (max_failures, workers) == (1, 1):  # the shared run is the same run, never stopped
+        _same_state(RunFolder(finished[0] / "runs" / "tiny").latest(), RunFolder(run_dir).latest())
 
 
 def _same_state(first: Path, second: Path) -> None:
@@ -186,21 +198,13 @@ def _same_state(first: Path, second: Path) -> None:
         assert torch.equal(moments[0][i]["exp_avg_sq"], moments[1][i]["exp_avg_sq"]), i
 
 
-@pytest.fixture(scope="module")
-def finished(local_ray, synthetic, tmp_path_factory):
-    """One finished 1-epoch run (3 steps), shared by the tests that run it again."""
-    folder = tmp_path_factory.mktemp("finished")
-    config = tiny(folder, synthetic, **{"optim.epochs": 1})
-    return folder, config, run_pretrain(config, say=lambda _: None)
-
-
 def test_finished_run_is_not_trained_again(finished):
     _, config, first = finished
     again = run_pretrain(config, say=lambda _: None)
     assert (again.run_id, again.final_step) == (first.run_id, first.final_step)
     assert not again.trained
     client = MlflowClient(first.tracking_uri)
-    assert history(client, first.run_id, "loss") == [1, 2, 3]
+    assert history(client, first.run_id, "loss") == [1, 2, 3, 4, 5, 6]
 
 
 def test_closing_a_run_sends_the_metrics_its_workers_left_in_the_journal(finished, tmp_path):
@@ -238,7 +242,7 @@ def test_resume_by_mlflow_run_id_finds_the_run_folder_and_config(run_cli, finish
     monkeypatch.chdir(folder / "runs")  # elsewhere: the run folder comes from the MLflow run
     result = run_cli("pretrain", "--resume", first.run_id)
     assert result.exit_code == 0, result.output
-    assert f"already finished at step 3 (MLflow run {first.run_id})" in result.output
+    assert f"already finished at step 6 (MLflow run {first.run_id})" in result.output
     unknown = run_cli("pretrain", "--resume", "0123456789abcdef")
     assert unknown.exit_code == 2
     assert "--resume 0123456789abcdef: no such run in the tracking store" in unknown.output
@@ -248,7 +252,8 @@ def test_changed_config_does_not_resume_silently(finished, synthetic):
     folder, _, _ = finished
     with pytest.raises(PretrainError, match=r"another config \(differs at: optim.lr\)"):
         run_pretrain(
-            tiny(folder, synthetic, **{"optim.epochs": 1, "optim.lr": 0.1}), say=lambda _: None
+            tiny(folder, synthetic, **_monitored(synthetic), **{"optim.lr": 0.1}),
+            say=lambda _: None,
         )
 
 
