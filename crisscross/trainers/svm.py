@@ -2,18 +2,11 @@
 
 Legend: N training files, M test files, R random training crops per file, C test clips per file,
 D feature size, K classes. A file's prediction is the argmax of its clips' averaged scores.
-
-The fits of one fold (each C against each held-out training group) run on a thread pool:
-liblinear releases the GIL while it trains, so the driver's cores share them (16 fits of
-512 x 512 features: 21.8 s on one thread, 11.1 s on two, this 2-core machine). Their results do
-not depend on the order they run in (each fit has its own seed).
 """
 
 from __future__ import annotations
 
-import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,43 +60,23 @@ def predict_files(model: Pipeline, clips_MCD: np.ndarray) -> np.ndarray:
     return model.classes_[averaged_scores(model, clips_MCD).argmax(axis=1)]
 
 
-Rows = np.ndarray | slice
-EVERY = slice(None)  # a view of every row: no copy
-
-
 class _Fits:
-    """Fits SVMs on a thread pool, counting those that stopped at `max_iter` (liblinear's
-    iterations reached it: what sklearn's ConvergenceWarning says) instead of warning once per
-    fit; the fold's line says how many."""
+    """Fits SVMs, counting those that stopped at `max_iter` instead of warning once per fit
+    (the fold's line says how many)."""
 
     def __init__(self, settings: SvmSettings) -> None:
         self.settings, self.fits, self.unconverged = settings, 0, 0
 
-    def many(
-        self, crops_NRD: np.ndarray, labels_N: np.ndarray, jobs: list[tuple[float, Rows]]
-    ) -> list[Pipeline]:
-        """The SVM fitted with each (c, rows) on those rows (a boolean mask over N, or every row),
-        in order; a job's rows are copied out in its own thread, one copy per thread at most."""
-
-        def fit(job: tuple[float, Rows]) -> Pipeline:
-            c, rows = job
-            crops, labels = crops_NRD[rows], labels_N[rows]
-            n, r, d = crops.shape
-            return _svm(c, self.settings).fit(crops.reshape(n * r, d), np.repeat(labels, r))
-
-        # the filter is set once, around the pool: warning filters are global, not per thread
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
-                models = list(pool.map(fit, jobs))
-        self.fits += len(models)
-        self.unconverged += sum(
-            int(model[-1].n_iter_ >= self.settings.max_iter) for model in models
-        )
-        return models
-
     def __call__(self, crops_NRD: np.ndarray, labels_N: np.ndarray, c: float) -> Pipeline:
-        return self.many(crops_NRD, labels_N, [(c, EVERY)])[0]
+        n, r, d = crops_NRD.shape
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            model = _svm(c, self.settings).fit(crops_NRD.reshape(n * r, d), np.repeat(labels_N, r))
+        self.fits += 1
+        self.unconverged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        for other in (w for w in caught if not issubclass(w.category, ConvergenceWarning)):
+            warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+        return model
 
 
 def fit_svm_fold(
@@ -129,20 +102,18 @@ def fit_svm_fold(
         groups = np.unique(train_groups)
         if len(groups) < 2:
             raise ValueError("choosing C by cross-validation needs at least 2 training folds")
-        pairs = [(c, held) for c in settings.grid for held in groups]
-        models = _fit.many(
-            train_crops, train_labels, [(c, train_groups != held) for c, held in pairs]
-        )
-        correct = dict.fromkeys(settings.grid, 0)
-        for (c, held), model in zip(pairs, models, strict=True):
-            judge = train_groups == held
-            correct[c] += int(
-                (predict_files(model, train_clips[judge]) == train_labels[judge]).sum()
-            )
-        scores = {c: correct[c] / len(train_labels) for c in settings.grid}
+        for c in settings.grid:
+            correct = 0
+            for held in groups:
+                fit_on, judge = train_groups != held, train_groups == held
+                model = _fit(train_crops[fit_on], train_labels[fit_on], c)
+                correct += int(
+                    (predict_files(model, train_clips[judge]) == train_labels[judge]).sum()
+                )
+            scores[c] = correct / len(train_labels)
     else:
-        models = _fit.many(train_crops, train_labels, [(c, EVERY) for c in settings.grid])
-        for c, model in zip(settings.grid, models, strict=True):
+        for c in settings.grid:
+            model = _fit(train_crops, train_labels, c)
             scores[c] = float((predict_files(model, test_clips) == test_labels).mean())
     # ties: the stronger regulariser, or the reference's last best in its increasing grid
     sign = 1 if settings.ties == "larger" else -1

@@ -254,20 +254,16 @@ def test_test_decision_values_are_averaged_over_clips(classes):
     assert np.allclose(scores, by_hand)
 
 
-def _fold_arguments(crops: np.ndarray, labels: np.ndarray, test: slice = slice(None)) -> dict:
-    """fit_svm_fold's data: the blobs train in 4 groups and are tested again (in `test` order)."""
-    return {
+def test_fits_that_stop_at_max_iter_are_counted_not_warned_one_by_one():
+    crops, labels = _blobs(np.random.default_rng(4), 12, spread=2.5)
+    common = {
         "train_crops": crops,
         "train_clips": crops,
         "train_labels": labels,
         "train_groups": np.tile(np.arange(4), 9),
-        "test_clips": crops[test],
-        "test_labels": labels[test],
+        "test_clips": crops,
+        "test_labels": labels,
     }
-
-
-def test_fits_that_stop_at_max_iter_are_counted_not_warned_one_by_one():
-    common = _fold_arguments(*_blobs(np.random.default_rng(4), 12, spread=2.5))
     grid = (1e-2, 1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)  # none may reach the console
@@ -276,35 +272,3 @@ def test_fits_that_stop_at_max_iter_are_counted_not_warned_one_by_one():
     assert stopped.fits == converged.fits == len(grid) * 4 + 1  # 4 held-out folds per C, final
     assert stopped.unconverged == stopped.fits
     assert converged.unconverged == 0
-
-
-def test_a_folds_fits_on_several_threads_give_what_one_thread_gives(monkeypatch):
-    """The fits of a fold run on a thread pool (liblinear releases the GIL): the scores of each
-    C, the chosen C, the predictions and the count of unconverged fits are those of one thread,
-    and the pool does use several threads."""
-    import threading
-
-    from crisscross.trainers import svm as svm_module
-
-    common = _fold_arguments(
-        *_blobs(np.random.default_rng(5), 12, spread=6.0), test=slice(None, None, -1)
-    )
-    common["settings"] = SvmSettings(grid=(1e-3, 1e-2, 1e-1, 1.0), max_iter=3)
-    threads: set[int] = set()
-    real = svm_module._svm
-
-    def spy(c, settings):
-        threads.add(threading.get_ident())
-        return real(c, settings)
-
-    monkeypatch.setattr(svm_module, "_svm", spy)
-    monkeypatch.setattr(svm_module.os, "cpu_count", lambda: 4)
-    pooled = fit_svm_fold(**common)
-    assert len(threads) > 1
-    monkeypatch.setattr(svm_module.os, "cpu_count", lambda: 1)
-    threads.clear()
-    alone = fit_svm_fold(**common)
-    assert len(threads) == 1
-    assert (pooled.c, pooled.scores, pooled.fits) == (alone.c, alone.scores, alone.fits)
-    assert np.array_equal(pooled.predicted, alone.predicted)
-    assert pooled.unconverged == alone.unconverged > 0

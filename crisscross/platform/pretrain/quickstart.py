@@ -6,17 +6,12 @@ workers on CPU against the local MLflow store, then evaluates the pretrained enc
 run's own random initialisation by the same protocols (the ESC-50 SVM over 5 folds, a short
 UCF101 fine-tune on split 1), and prints the gain: kNN and probe before and after pretraining,
 chance, and both downstream results.
-
-The pretrained and the random-init evaluation of one protocol run at the same time, on two
-driver threads (their work runs in Ray tasks and Train workers that fit the 2 cores side by
-side); each one's lines carry its weights' name.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +23,7 @@ from crisscross.config import ExperimentConfig, FinetuneExperiment, SvmExperimen
 from crisscross.datasets.manifest import default_manifest_path, read_manifest
 from crisscross.datasets.synth.corpus import corpus_roots, prepare_corpus, write_corpus
 from crisscross.models import save_backbone
-from crisscross.platform.evaluation.common import EvalOutcome, labelled_set
+from crisscross.platform.evaluation.common import EvalOutcome
 from crisscross.platform.evaluation.protocols import evaluate
 from crisscross.platform.evaluation.report import BASELINE_OF, write_report
 from crisscross.platform.pretrain.job import Outcome, announce_ray, run_pretrain
@@ -110,23 +105,12 @@ def run_quickstart(workdir: Path, say: Callable[[str], None] = print) -> Quickst
         ("ESC-50 linear SVM (5 folds)", svm, "svm", "audio", "all"),
         ("UCF101 fine-tune (split 1)", finetune, "finetune", "video", "1"),
     ):
-        sources = {"pretrained": pretrained.run_id, RANDOM_INIT: baseline[source]}
-        say(f"downstream: {title}, pretrained and random init weights side by side")
-        # the manifest built (or found up to date) once, here: two builders of one would race
-        labelled_set(experiment.data.dataset, experiment.data.root, say)
-        with ThreadPoolExecutor(max_workers=len(sources)) as pool:
-            running = {
-                name: pool.submit(
-                    evaluate,
-                    protocol,
-                    experiment,
-                    source=str(weights),
-                    folds=folds,
-                    say=_labelled(name, say),
-                )
-                for name, weights in sources.items()
-            }
-            outcomes = {name: future.result() for name, future in running.items()}
+        outcomes = {}
+        for name, weights in (("pretrained", pretrained.run_id), (RANDOM_INIT, baseline[source])):
+            say(f"downstream: {title}, {name.replace('_', ' ')} weights")
+            outcomes[name] = evaluate(
+                protocol, experiment, source=str(weights), folds=folds, say=say
+            )
         MlflowClient(uri).set_tag(outcomes[RANDOM_INIT].run_id, BASELINE_OF, pretrained.run_id)
         chance = _chance(experiment.data.root, source, folds)
         downstream.append(Downstream(title, outcomes["pretrained"], outcomes[RANDOM_INIT], chance))
@@ -140,12 +124,6 @@ def run_quickstart(workdir: Path, say: Callable[[str], None] = print) -> Quickst
     evaluations = [d.pretrained for d in downstream] + [d.random_init for d in downstream]
     gains = gain_table(pretrained, downstream)
     return QuickstartResult(pretrained, evaluations, downstream, gains, text, path)
-
-
-def _labelled(name: str, say: Callable[[str], None]) -> Callable[[str], None]:
-    """`say` with each line prefixed by the weights' name ("[random init] ...")."""
-    label = name.replace("_", " ")
-    return lambda line: say(f"[{label}] {line}")
 
 
 def _chance(root: str | None, modality: str, folds: str) -> float:
