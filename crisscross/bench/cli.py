@@ -451,14 +451,19 @@ def bench_cli(repeats: int) -> None:
 )
 @click.option(
     "--rows-per-task",
-    default=8,
-    show_default=True,
+    default=None,
     type=click.IntRange(min=1),
-    help="data.rows_per_task: rows a block of the worker's dataset holds.",
+    help="data.rows_per_task: rows a block of the worker's dataset holds "
+    "[default: unset, as in a pretraining: 8, more on a share over 65,536 rows].",
 )
 @JSON_OPTION
 def bench_scale(
-    rows: int, workers: int, repeats: int, batch: int, rows_per_task: int, json_path: str | None
+    rows: int,
+    workers: int,
+    repeats: int,
+    batch: int,
+    rows_per_task: int | None,
+    json_path: str | None,
 ) -> None:
     """Seconds and peak memory of every per-row step on a synthetic manifest without media:
     listing, judging, Parquet write and read, epoch order, checkpoint data position, resume."""

@@ -9,7 +9,8 @@ generated), judge, write (Parquet), read (back, usable rows). Per-worker steps (
 `workers`): epoch order (its share only), save (the data position at 60 % of the epoch, 0.2 %
 of the rows skipped, every worker's cursor merged), resume (its share of what is left), and
 dataset: the Ray Dataset the worker iterates, built from its epoch's share as `EpochStream`
-builds it (one block of `rows_per_task` rows per decode task, each put in Ray's object store), then
+builds it (one block per decode task, each put in Ray's object store; `rows_per_task` unset: as
+many rows a block as `DecodeResources.task_rows` gives, the pretraining's default), then
 `DATASET_BLOCKS` of its blocks streamed through a stub decoder that opens no file (a local Ray
 of 2 CPUs in the worker's process; the peak counts the object store's pages this process wrote).
 """
@@ -151,7 +152,7 @@ def worker_steps(
     workers: int,
     repeats: int,
     batch: int,
-    rows_per_task: int = 8,
+    rows_per_task: int | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Rank 0's per-epoch steps, in this process (run it in a fresh one: `_worker_main`)."""
@@ -203,13 +204,14 @@ class StubDecoder:
         return {"index": np.asarray(batch["index"], np.int64)}
 
 
-def _dataset_step(shard: pa.Table, rows_per_task: int) -> dict[str, float]:
+def _dataset_step(shard: pa.Table, rows_per_task: int | None) -> dict[str, float]:
     """Build the worker's dataset over `shard` (timed and measured), then stream DATASET_BLOCKS
     of its blocks through a stub decoder (timed apart: Ray Data's cost per decode task)."""
     import ray
 
-    from crisscross.datasets.pipeline import arrow_dataset
+    from crisscross.datasets.pipeline import DecodeResources, arrow_dataset
 
+    rows_per_task = DecodeResources(rows_per_task=rows_per_task).task_rows(shard.num_rows)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         blocks = -(-shard.num_rows // rows_per_task)
@@ -230,6 +232,7 @@ def _dataset_step(shard: pa.Table, rows_per_task: int) -> dict[str, float]:
     return figures | {
         "rows": shard.num_rows,
         "blocks": blocks,
+        "rows_per_task": rows_per_task,
         "streamed_blocks": head,
         "streamed_rows": seen,
         "ms_per_block": 1000 * streamed / max(head, 1),
@@ -259,7 +262,12 @@ def _worker_main() -> None:
 
 
 def run_scale(
-    *, rows: int, workers: int = 16, repeats: int = 5, batch: int = 2048, rows_per_task: int = 8
+    *,
+    rows: int,
+    workers: int = 16,
+    repeats: int = 5,
+    batch: int = 2048,
+    rows_per_task: int | None = None,
 ) -> dict:
     """Every step's figures, the goals and whether each is met (see the module's docstring)."""
     with tempfile.TemporaryDirectory(prefix="crisscross-scale-") as folder:
@@ -320,7 +328,7 @@ def scale_table(results: dict[str, Any]) -> str:
     if data:
         lines.append(
             f"dataset: {data['rows']:,} rows in {data['blocks']:,} blocks of "
-            f"{results['rows_per_task']} built in "
+            f"{data['rows_per_task']} built in "
             f"{data['seconds']:.2f} s; a stub decoder streamed {data['streamed_blocks']} of them "
             f"at {data['ms_per_block']:.1f} ms a block (Ray Data's own cost a decode task: "
             f"{data['blocks'] * data['ms_per_block'] / 1000:,.0f} s for the worker's stream)"

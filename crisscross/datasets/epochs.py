@@ -22,16 +22,33 @@ from crisscross.datasets.sampling import required_seconds
 log = logging.getLogger(__name__)
 
 
+TASK_ROWS = 8  # samples per decode task by default: a small task starts the stream soonest
+MAX_TASKS = 8192  # decode tasks a worker's pipeline holds at most when rows_per_task is unset
+
+
 @dataclass(frozen=True)
 class DecodeResources:
     """How the decode stage runs: actors, CPUs and memory per actor, rows per task, and how
-    often a crashed actor is restarted (its task retried) before the pipeline fails."""
+    often a crashed actor is restarted (its task retried) before the pipeline fails.
+
+    `rows_per_task` unset: TASK_ROWS, or more where a pipeline's rows would need over MAX_TASKS
+    tasks. Each task is one object put in Ray's object store (about 1.3 ms) and about 25 ms of
+    Ray Data's own time (`crisscross bench scale`, README "AudioSet scale"): a worker's share of
+    an AudioSet epoch in tasks of 8 took 95 s to build and spent about 28 minutes of the epoch
+    on Ray Data's overhead. A task's size changes nothing a sample holds (each is seeded by its
+    row's epoch and position)."""
 
     workers: int = 2
     cpus_per_worker: float = 1.0
     memory_mb: int | None = None
-    rows_per_task: int = 8
+    rows_per_task: int | None = None
     restarts: int = 4
+
+    def task_rows(self, rows: int) -> int:
+        """Samples per decode task for a pipeline of `rows` rows."""
+        if self.rows_per_task is not None:
+            return self.rows_per_task
+        return max(TASK_ROWS, -(-rows // MAX_TASKS))
 
 
 def failure_reason(exc: Exception) -> str:

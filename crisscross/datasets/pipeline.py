@@ -309,7 +309,8 @@ def epoch_dataset(
     `epoch` and `ok` (False for such a row), as `EpochStream` needs. `decoder` replaces the
     callable class (a subclass of PretextDecoder: the fault-injection tests)."""
     failure_log = failure_log or FailureLogRef.create()
-    blocks = max(1, -(-rows.num_rows // resources.rows_per_task))  # one block per decode task
+    per_task = resources.task_rows(rows.num_rows)
+    blocks = max(1, -(-rows.num_rows // per_task))  # one block per decode task
     kwargs = {
         "spec": spec,
         "seed": seed,
@@ -318,22 +319,23 @@ def epoch_dataset(
     }
     with warnings.catch_warnings():  # Ray 2.60 takes max_restarts only as a `ray_remote_args`
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-        dataset = _decoding(rows, blocks, resources, decoder or PretextDecoder, kwargs)
+        dataset = _decoding(rows, blocks, per_task, resources, decoder or PretextDecoder, kwargs)
     return EpochData(dataset, rows.num_rows, failure_log)
 
 
 def _decoding(
     rows: pa.Table,
     blocks: int,
+    per_task: int,
     resources: DecodeResources,
     decoder: type[PretextDecoder],
     kwargs: dict[str, object],
 ) -> ray.data.Dataset:
-    """The decode stage over `rows` in `blocks` (one decode task each)."""
+    """The decode stage over `rows` in `blocks` of `per_task` rows (one decode task each)."""
     return arrow_dataset(rows, blocks).map_batches(
         decoder,
         fn_constructor_kwargs=kwargs,
-        batch_size=resources.rows_per_task,
+        batch_size=per_task,
         compute=ray.data.ActorPoolStrategy(size=resources.workers),
         num_cpus=resources.cpus_per_worker,
         memory=resources.memory_mb * 2**20 if resources.memory_mb else None,

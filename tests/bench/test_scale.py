@@ -43,7 +43,8 @@ def test_bench_scale_measures_every_step_and_keeps_the_position_small(run_cli, t
     )
     dataset = steps["dataset"]  # rank 0's epoch-0 rows as its pretraining streams them
     assert dataset["rows"] == steps["epoch order"]["rows"]
-    assert dataset["blocks"] == -(-dataset["rows"] // 16)  # --rows-per-task
+    assert dataset["rows_per_task"] == 16  # --rows-per-task
+    assert dataset["blocks"] == -(-dataset["rows"] // 16)
     assert dataset["streamed_blocks"] == min(400, dataset["blocks"])
     assert dataset["streamed_rows"] == min(400 * 16, dataset["rows"])
     assert dataset["ms_per_block"] > 0

@@ -12,6 +12,8 @@ import pytest
 import torch
 from ray.data._internal.execution.execution_callback import ExecutionCallback
 
+from crisscross.datasets import pipeline
+from crisscross.datasets.epochs import MAX_TASKS, TASK_ROWS
 from crisscross.datasets.manifest import build_manifest
 from crisscross.datasets.pipeline import (
     DecodeResources,
@@ -20,6 +22,7 @@ from crisscross.datasets.pipeline import (
     PretextTorchDataset,
     arrow_dataset,
     collate_skipping_failures,
+    epoch_dataset,
     epoch_order,
     iter_batches,
     pretext_epoch,
@@ -261,6 +264,31 @@ def test_a_stream_starts_when_less_than_a_cpu_is_free(local_ray):
         assert [r["audio_path"] for r in got[:2]] == [None, "a.npy"]
     finally:
         local_ray.kill(holder)
+
+
+def test_decode_tasks_grow_with_a_share_so_that_a_pipeline_holds_at_most_max_tasks():
+    assert DecodeResources().task_rows(100) == TASK_ROWS == 8
+    assert DecodeResources().task_rows(MAX_TASKS * 8) == 8
+    assert DecodeResources().task_rows(MAX_TASKS * 8 + 1) == 9
+    assert DecodeResources().task_rows(521_472) == 64  # a worker's AudioSet share, 16 workers
+    assert DecodeResources(rows_per_task=2).task_rows(10**7) == 2  # set: taken as it is
+    for rows in (1, 7, 65_536, 65_537, 10**6, 9_000_000):
+        assert -(-rows // DecodeResources().task_rows(rows)) <= MAX_TASKS
+
+
+def test_a_large_share_is_built_in_blocks_of_task_rows(local_ray, monkeypatch):
+    """epoch_dataset cuts its rows into one block per decode task of `task_rows` rows."""
+    built = []
+
+    def spy(rows: pa.Table, blocks: int):
+        built.append((rows.num_rows, blocks))
+        return arrow_dataset(rows.slice(0, 4), 1)  # the pipeline is not run
+
+    monkeypatch.setattr(pipeline, "arrow_dataset", spy)
+    rows = pa.table({"path": ["x.mp4"] * 100_000, "index": range(100_000)})
+    epoch_dataset(rows, spec=SPEC)
+    epoch_dataset(rows, spec=SPEC, resources=DecodeResources(rows_per_task=8))
+    assert built == [(100_000, -(-100_000 // 13)), (100_000, 12_500)]
 
 
 def test_a_missing_prepared_audio_file_is_skipped_and_recorded(local_ray, synthetic, tmp_path):
