@@ -158,6 +158,11 @@ class DataConfig(Section):
     Past this, the pipeline fails with Ray's error instead of retrying without end."""
     decode_threads: int = Field(1, ge=1, json_schema_extra=HOW)
     """FFmpeg threads per decode; 1 keeps many actors from oversubscribing the CPUs."""
+    sample_time_limit: float | None = Field(30.0, gt=0.0, json_schema_extra=HOW)
+    """Seconds one sample's decode may take (a sample takes well under one on a healthy file);
+    past it the sample is skipped and recorded with its reason, like a damaged file. Checked
+    between decoded frames: a read blocked in the operating system is not cut short. Unset: no
+    limit."""
     augment_on: Literal["device", "decode"] = "device"
     """Where the colour jitter, blur, cutout and audio log-mel and its augmentations run:
     "device" batched on the training device (the decode actors only decode, crop and draw the

@@ -5,19 +5,24 @@ the latest frame at or before it (so any source rate becomes the target rate, va
 included), and convert only the kept frames, resized by swscale while converting to RGB. Frames are
 turned upright by the stream's display rotation. Audio: seek, decode, average to mono, resample
 to the target rate (vectorised, once per span), then trim or zero-pad to the exact length.
-Containers are always closed.
+Containers are always closed. A sample's decode may be given a time limit (`time_limit`):
+the loops that demux and decode check it between frames, so a pathological file costs at most
+that much; a read blocked inside the operating system is not interrupted (an object store's
+client has its own timeouts).
 Legend: N frames, H/W pixels, S audio samples.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
 import os
 import re
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 
 import av
 import numpy as np
@@ -63,6 +68,31 @@ class DecodeError(RuntimeError):
     """A file or window that could not be decoded; the message names the file and the reason."""
 
 
+class DecodeTimeoutError(DecodeError):
+    """A sample's decode that ran past its time limit."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Decoding in this thread inside the block raises DecodeTimeoutError once `seconds` have passed
+    (None: no limit). A thread-local deadline rather than a parameter, so that every loop of
+    this module checks it without each signature carrying it; blocks may nest (the innermost
+    deadline counts until it ends)."""
+    outer = getattr(_local, "deadline", None), getattr(_local, "limit", None)
+    _local.deadline = None if seconds is None else time.monotonic() + seconds
+    _local.limit = seconds
+    try:
+        yield
+    finally:
+        _local.deadline, _local.limit = outer
+
+
+def _on_time() -> None:
+    deadline = getattr(_local, "deadline", None)
+    if deadline is not None and time.monotonic() > deadline:
+        raise DecodeTimeoutError(f"decoding took over the time limit of {_local.limit:g} s")
+
+
 def read_frames(
     container: av.container.InputContainer,
     times: Sequence[float],
@@ -103,6 +133,7 @@ def _decode_group(container, stream, times, group, chosen, offset) -> None:
     container.seek(int((first + offset) / stream.time_base), stream=stream, backward=True)
     previous, k = None, 0
     for frame in container.decode(stream):
+        _on_time()
         if frame.time is None:
             continue
         t = frame.time - offset
@@ -150,6 +181,7 @@ def read_audio(
     chunks: list[np.ndarray] = []
     first_time, rate, have = None, 0, 0
     for frame in container.decode(stream):
+        _on_time()
         if first_time is None:
             first_time = (frame.time if frame.time is not None else offset) - offset
             rate = frame.sample_rate
@@ -397,8 +429,10 @@ def read_clip(
     short_side: int | None = None,
     sample_rate: int = 16000,
     threads: int = 1,
+    limit: float | None = None,
 ) -> tuple[np.ndarray | None, list[np.ndarray]]:
-    """Frames at `frame_times` and audio over each (start, seconds) span, from one open of `uri`."""
+    """Frames at `frame_times` and audio over each (start, seconds) span, from one open of `uri`;
+    DecodeTimeoutError past `limit` seconds (None: no limit)."""
     fps = frames_fps(uri)
     if fps is not None:  # a prepared frames copy: no container, no decoding
         if audio_spans:
@@ -410,7 +444,7 @@ def read_clip(
         except (OSError, ValueError) as exc:
             raise DecodeError(f"{uri}: {type(exc).__name__}: {exc}") from exc
     try:
-        with open_media(uri) as container:
+        with time_limit(limit), open_media(uri) as container:
             frames = None
             if len(frame_times):
                 if not container.streams.video:
@@ -419,8 +453,8 @@ def read_clip(
             if audio_spans and not container.streams.audio:
                 raise DecodeError("no audio stream")
             return frames, _read_spans(container, audio_spans, sample_rate)
-    except DecodeError as exc:
-        raise DecodeError(f"{uri}: {exc}") from None
+    except DecodeError as exc:  # DecodeTimeoutError stays one
+        raise type(exc)(f"{uri}: {exc}") from None
     except (av.FFmpegError, OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, av.FFmpegError) else str(exc)
         raise DecodeError(f"{uri}: {type(exc).__name__}: {reason}") from exc

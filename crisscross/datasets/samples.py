@@ -49,6 +49,7 @@ class ClipSpec:
     short_videos: str = "skip"  # or "reference": every video above 1.1 s, spans padded
     short_side: int = 128  # decode-time resize: the crop's canvas
     decode_threads: int = 1
+    time_limit: float | None = None  # seconds a sample's decode may take (decode.time_limit)
     augment: AugmentStrength = field(default_factory=AugmentStrength)  # augmentation knobs
     augment_on: str = "device"  # "decode" or "device": where colour, blur, cutout, log-mel run
 
@@ -105,6 +106,7 @@ class PretextSample:
             short_side=spec.short_side,
             sample_rate=spec.sample_rate,
             threads=spec.decode_threads,
+            limit=spec.time_limit,
         )
         if audio_path:
             audio = [

@@ -60,6 +60,7 @@ def clip_spec(config: ExperimentConfig) -> ClipSpec:
         short_videos=d.short_videos,
         short_side=d.short_side,
         decode_threads=d.decode_threads,
+        time_limit=d.sample_time_limit,
         augment_on=d.augment_on,
         augment=AugmentStrength(**config.augment.model_dump()),
     )

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from crisscross.datasets.decode import DecodeError, read_clip, read_npy_audio
+from crisscross.datasets.decode import DecodeError, DecodeTimeoutError, read_clip, read_npy_audio
 from crisscross.datasets.media import write_av
 from tests.datasets.conftest import audio_for, clip
 
@@ -135,6 +135,21 @@ def test_errors_name_the_file(tmp_path):
     write_av(tmp_path / "silent.mp4", video)
     with pytest.raises(DecodeError, match=r"silent\.mp4: no audio stream"):
         read_clip(str(tmp_path / "silent.mp4"), audio_spans=[(0.0, 1.0)])
+
+
+def test_a_decode_past_its_time_limit_stops_with_a_timeout_naming_the_file(reference):
+    path, _ = reference
+    times, spans = [0.5, 1.5, 2.5, 3.5], [(1.0, 2.0)]
+    plain = read_clip(path, frame_times=times, audio_spans=spans)
+    limited = read_clip(path, frame_times=times, audio_spans=spans, limit=60.0)
+    assert np.array_equal(plain[0], limited[0]) and np.array_equal(plain[1][0], limited[1][0])
+    for kwargs in ({"frame_times": times}, {"audio_spans": spans}):  # each loop checks it
+        with pytest.raises(DecodeTimeoutError) as raised:
+            read_clip(path, limit=1e-6, **kwargs)
+        assert str(raised.value).startswith(f"{path}: ")
+        assert "took over the time limit of 1e-06 s" in str(raised.value)
+    again = read_clip(path, frame_times=times)  # a limit ends with its call
+    assert np.array_equal(plain[0], again[0])
 
 
 def test_containers_are_closed(reference):

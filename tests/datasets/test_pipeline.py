@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import time
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -114,6 +115,17 @@ def test_torch_dataset_skips_failures(broken_after_probe):
     )
     batch = next(iter(loader))
     assert int(batch["failed"]) == 1 and batch["v1"].shape[0] == len(dataset) - 1
+
+
+def test_a_sample_past_its_time_limit_is_skipped_with_its_reason(broken_after_probe, caplog):
+    manifest, _ = broken_after_probe
+    rows = epoch_order(usable_rows(manifest, SPEC), seed=0, epoch=0).slice(0, 3)
+    dataset = PretextTorchDataset(rows, PretextSample(replace(SPEC, time_limit=1e-6)))
+    with caplog.at_level("WARNING"):
+        batch = collate_skipping_failures([dataset[i] for i in range(len(dataset))])
+    assert int(batch["failed"]) == 3
+    reasons = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(reasons) == 3 and all("took over the time limit of 1e-06 s" in r for r in reasons)
 
 
 def test_forked_dataloader_workers_do_not_hang_after_the_parent_decoded(synthetic, tmp_path):

@@ -57,9 +57,16 @@ def test_data_section_maps_to_clip_spec_and_decode_resources():
             "data.short_side": 80,
             "data.decode_workers": 3,
             "data.decode_memory_mb": 512,
+            "data.sample_time_limit": 12.5,
+            "data.rows_per_task": 16,
         },
     )
     spec = clip_spec(config)
     assert (spec.sampling, spec.short_side, spec.crop_size, spec.frames) == ("far_apart", 80, 32, 8)
+    assert spec.time_limit == 12.5
     resources = decode_resources(config)
     assert (resources.workers, resources.memory_mb, resources.cpus_per_worker) == (3, 512, 0.5)
+    assert resources.rows_per_task == 16
+    defaults = load_config(REPO / "experiments/pretext/quickstart.yaml")
+    assert clip_spec(defaults).time_limit == 30.0  # a pretraining's samples are always limited
+    assert decode_resources(defaults).rows_per_task is None  # sized by the share (task_rows)
