@@ -25,8 +25,10 @@ def clip_features(
     device: torch.device,
     batch_clips: int = 32,
     skip_failures: bool = False,
+    first: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """((N, C, D) features, (N,) labels, (N,) decoded) of `rows`; every file must give C clips.
+    Row i is sampled as index `first + i` (its place in the whole list, when `rows` is a part).
 
     `key` is "video" (uint8 clips, normalised here) or "audio" (log-mel images); `encode` maps a
     batch of model inputs to (B, D). With `skip_failures`, a file that fails to decode gets zero
@@ -48,7 +50,7 @@ def clip_features(
 
     for i, row in enumerate(rows):
         try:
-            clips = sample(row, epoch=0, index=i)[key]
+            clips = sample(row, epoch=0, index=first + i)[key]
         except (DecodeError, ValueError):
             if not skip_failures:
                 raise
@@ -102,15 +104,16 @@ def backbone_clip_features(
     key: str,
     kind: str,
     device: torch.device,
+    first: int = 0,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """For each named sampler: ((N, C, D) features, (N,) decoded) of `rows` (files that fail
-    to decode get zeros and decoded False)."""
+    to decode get zeros and decoded False); row i sampled as index `first + i`."""
     backbone = backbone.to(device).eval()
     encode = encoder_of(backbone, kind)
     out = {}
     for name, sample in samples.items():
         features, _, decoded = clip_features(
-            encode, rows, sample, key=key, device=device, skip_failures=True
+            encode, rows, sample, key=key, device=device, skip_failures=True, first=first
         )
         out[name] = (features, decoded)
     return out

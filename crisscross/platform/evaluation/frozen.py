@@ -1,8 +1,8 @@
 """`crisscross svm` and `crisscross probe`: classifiers on frozen features.
 
-Features are extracted once per file, in parallel Ray tasks (one per run.workers, a GPU each
-when run.use_gpu is set or the cluster has GPUs), batched; the classifiers are then fitted per
-fold on the driver.
+Features are extracted once per file, in parallel Ray tasks over chunks of files (`extract`:
+progress, parts an interrupted run resumes from); the classifiers are then fitted per fold on
+the driver.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import ray
 import torch
 
 from crisscross.config import ProbeExperiment, SvmExperiment
@@ -35,9 +34,8 @@ from crisscross.platform.evaluation.common import (
     summarise,
     usable_files,
 )
-from crisscross.platform.evaluation.sources import Pretrained
+from crisscross.platform.evaluation.extract import extract_parallel, parts_folder, remove_parts
 from crisscross.platform.pretrain.job import connect_ray
-from crisscross.trainers.features import backbone_clip_features
 from crisscross.trainers.knn import knn_predict
 from crisscross.trainers.svm import FoldFit, SvmSettings, fit_svm_fold, logistic_probe
 
@@ -47,52 +45,6 @@ def svm_protocol(config: SvmExperiment) -> str:
         return f"linear SVM {config.data.seconds:g}s, reference protocol (C on test fold)"
     chosen = "C on test fold (reference code)" if config.svm.select_c == "test" else "C by CV"
     return f"linear SVM {config.data.seconds:g}s, {chosen}"
-
-
-def _extract_task(
-    pretrained: Pretrained,
-    config: Any,
-    rows: list[dict[str, Any]],
-    samples: dict[str, Any],
-    kind: str,
-    use_gpu: bool,
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    torch.set_num_threads(max(1, int(config.run.cpus_per_worker)))
-    modality = MODALITY[config.data.dataset]
-    backbone = pretrained.backbone(
-        modality=modality, name=config.model.backbone, width=config.model.width
-    )
-    device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-    return backbone_clip_features(backbone, rows, samples, key=modality, kind=kind, device=device)
-
-
-def extract_parallel(
-    pretrained: Pretrained,
-    config: Any,
-    rows: list[dict[str, Any]],
-    samples: dict[str, Any],
-    *,
-    kind: str,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{sampler name: ((N, C, D) features, (N,) decoded)} over `run.workers` Ray tasks, each on
-    a GPU when run.use_gpu is set or the cluster has GPUs."""
-    r = config.run
-    use_gpu = r.use_gpu or ray.cluster_resources().get("GPU", 0.0) >= 1
-    task = ray.remote(_extract_task).options(
-        num_cpus=r.cpus_per_worker, num_gpus=1 if use_gpu else 0
-    )
-    weights = ray.put(pretrained)
-    shards = [s.tolist() for s in np.array_split(np.arange(len(rows)), r.workers) if len(s)]
-    parts = ray.get(
-        [task.remote(weights, config, [rows[i] for i in s], samples, kind, use_gpu) for s in shards]
-    )
-    return {
-        name: (
-            torch.cat([p[name][0] for p in parts]).numpy(),
-            torch.cat([p[name][1] for p in parts]).numpy(),
-        )
-        for name in samples
-    }
 
 
 def _prepare(config: Any, *, source: str, folds: str, say: Callable[[str], None]):
@@ -173,7 +125,9 @@ def run_svm(
         f"MLflow run {run.run_id}"
     )
     kind = "svm_reference" if s.protocol == "reference" else "svm"
-    features = extract_parallel(pretrained, config, rows, _svm_samples(config), kind=kind)
+    parts = parts_folder(pretrained, config, rows, kind)
+    samples = _svm_samples(config)
+    features = extract_parallel(pretrained, config, rows, samples, kind=kind, parts=parts, say=say)
     (crops, crops_ok), (clips, clips_ok) = features["train"], features["test"]
     _say_failures(rows, crops_ok & clips_ok, say)
     folds_ = _Folds(run, manifest, rows, "esc50", np.array([row["label"] for row in rows]))
@@ -202,6 +156,7 @@ def run_svm(
     per_fold = folds_.evaluate(chosen, crops_ok & clips_ok, fit, say)
     mean, std = summarise(run, per_fold)
     run.client.set_terminated(run.run_id, status="FINISHED")
+    remove_parts(parts)
     return EvalOutcome(
         run.run_id, uri, "svm", "esc50", svm_protocol(config), pretrained.label, per_fold, mean, std
     )
@@ -259,7 +214,10 @@ def run_probe(
     )
     say(f"extracting embeddings of {len(rows)} {TITLES[d.dataset]} files; MLflow run {run.run_id}")
     samples = {"eval": _probe_sample(config)}
-    clips, ok = extract_parallel(pretrained, config, rows, samples, kind="embedding")["eval"]
+    parts = parts_folder(pretrained, config, rows, "embedding")
+    clips, ok = extract_parallel(
+        pretrained, config, rows, samples, kind="embedding", parts=parts, say=say
+    )["eval"]
     _say_failures(rows, ok, say)
     features = clips.mean(axis=1)
     folds_ = _Folds(run, manifest, rows, d.dataset, np.array([row["label"] for row in rows]))
@@ -290,6 +248,7 @@ def run_probe(
     mean, std = summarise(run, per_fold)
     knn_mean, _ = summarise(run, knn, key="knn_top1")
     run.client.set_terminated(run.run_id, status="FINISHED")
+    remove_parts(parts)
     extra = {"knn": knn, "knn_mean": knn_mean}
     return EvalOutcome(
         run.run_id, uri, "probe", d.dataset, protocol, pretrained.label, per_fold, mean, std, extra

@@ -158,6 +158,8 @@ def test_svm_chooses_c_on_training_folds_and_never_trains_on_the_test_fold(
         assert call["train_crops"].shape[1] == 2 and call["test_clips"].shape[1] == 10
         assert call["settings"].select == "cv"
     assert "chosen on the training folds" in result.output
+    assert re.search(r"features: 100%.*file/s", result.output)  # the progress bar (stderr)
+    assert list((tmp_path / "runs" / "features").iterdir()) == []  # parts gone with the run
     run_id = re.search(r"MLflow run (\w{32})", result.output).group(1)
     run = MlflowClient(store["uri"]).get_run(run_id)
     assert run.data.tags["crisscross.protocol"] == "linear SVM 2s, C by CV"
@@ -172,6 +174,67 @@ def test_svm_chooses_c_on_training_folds_and_never_trains_on_the_test_fold(
     assert result.exit_code == 0, result.output
     assert "chosen on the TEST fold" in result.output
     assert "C on test fold (reference code)" in result.output
+
+
+def test_features_resume_from_their_parts_and_do_not_depend_on_the_workers(
+    local_ray, synthetic, store, tmp_path
+):
+    """A chunk's part, once written, is taken as it is; a missing or cut-short part is
+    extracted again; each file is sampled by its place in the whole list, so 1 or 3 workers
+    (other chunks) give the same features."""
+    from crisscross.config import SvmExperiment, load_config
+    from crisscross.config.loading import apply_overrides
+    from crisscross.platform.evaluation.common import labelled_set, usable_files
+    from crisscross.platform.evaluation.extract import extract_parallel, parts_folder
+
+    overrides = {"data.n_mels": 40, "run.workers": 3}
+    config = load_config(SVM, overrides, schema=SvmExperiment)
+    rows = usable_files(labelled_set("esc50", str(synthetic["esc50"]), lambda _: None))
+    chunk = -(-len(rows) // 3)  # one chunk per worker: under extract.CHUNK files each
+    assert len(rows) > 2 * chunk
+    pretrained = resolve_pretrained(
+        str(store["aud"]), modality="audio", tracking_uri=store["uri"], scratch=str(tmp_path)
+    )
+    samples = frozen_module._svm_samples(config)
+    parts = tmp_path / "parts"
+
+    def extract(config, lines=None):
+        say = (lines if lines is not None else []).append
+        return extract_parallel(
+            pretrained, config, rows, samples, kind="svm", parts=str(parts), say=say
+        )
+
+    first = extract(config)
+    written = sorted(parts.glob("part-*.npz"))
+    assert [p.name for p in written] == [f"part-{i:08d}.npz" for i in (0, chunk, 2 * chunk)]
+    stamps = {p.name: p.stat().st_mtime_ns for p in written}
+    written[1].unlink()  # never written: the run was stopped first
+    written[2].write_bytes(written[2].read_bytes()[:100])  # cut short by a crash
+    time.sleep(0.01)
+    lines = []
+    again = extract(config, lines)
+    assert lines == [f"resuming: features of {chunk} files from {parts}"]
+    assert parts.joinpath(written[0].name).stat().st_mtime_ns == stamps[written[0].name]
+    assert parts.joinpath(written[2].name).stat().st_mtime_ns != stamps[written[2].name]
+    for name in samples:
+        assert np.array_equal(first[name][0], again[name][0])
+        assert np.array_equal(first[name][1], again[name][1]) and first[name][1].all()
+    one = apply_overrides(config, {"run.workers": 1})
+    shutil.rmtree(parts)
+    alone = extract(one)  # one chunk of every file
+    assert [p.name for p in parts.glob("part-*.npz")] == ["part-00000000.npz"]
+    for name in samples:
+        assert np.allclose(first[name][0], alone[name][0], atol=1e-5)
+    assert parts_folder(pretrained, config, rows, "svm") == parts_folder(
+        pretrained, one, rows, "svm"
+    )  # the workers change no feature, so neither the parts'
+    other = apply_overrides(config, {"data.train_crops": 3})
+    assert parts_folder(pretrained, other, rows, "svm") != parts_folder(
+        pretrained, config, rows, "svm"
+    )
+    assert parts_folder(pretrained, config, rows[1:], "svm") != parts_folder(
+        pretrained, config, rows, "svm"
+    )
 
 
 def test_probe_and_report(local_ray, synthetic, store, tmp_path, run_cli):
