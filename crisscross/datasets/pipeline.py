@@ -7,7 +7,9 @@ reason, in a named FailureLog actor; `EpochData.failures()` drains it at the end
 A file that kills its decode actor outright (a decoder's segfault) cannot raise: each actor
 notes the file it is decoding in a node-local marker named by its actor id, so that Ray's
 restart of that actor finds the file, quarantines it in the FailureLog, and the retried task
-(and every later epoch, on any actor) skips it with its reason. Restarts and retries are finite
+(and every later epoch, on any actor) skips it with its reason; given the run folder, the
+FailureLog also writes it there, so that a later worker group of the run (after a worker's
+restart, or the next launch) skips it from the start. Restarts and retries are finite
 (`DecodeResources.restarts`; Ray Data's default is to restart and retry without end).
 
 `EpochStream` runs several consecutive epochs through one pipeline, so that the decode actors
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import ray
 import torch
 from ray.data._internal.execution.execution_callback import ExecutionCallback
@@ -49,6 +52,7 @@ from crisscross.datasets.epochs import (
     failure_reason,
     usable_rows,
 )
+from crisscross.datasets.fs import atomic_write_text, join, resolve
 from crisscross.datasets.manifest import Manifest
 from crisscross.datasets.samples import ClipSpec, PretextSample
 
@@ -115,20 +119,46 @@ def failure_summary(failures: list[Failure], *, epoch: int, shown: int = 5) -> s
     return f"epoch {epoch}: {len(failures)} sample(s) skipped, failing to decode: {files}{more}"
 
 
+QUARANTINE_PREFIX = "crisscross_quarantine_rank"  # <run folder>/<prefix><rank>.txt
+
+
+def read_quarantine(storage: str) -> set[str]:
+    """The files every earlier worker group of the run in `storage` quarantined (one file a
+    rank, a path a line: an object store cannot append, so each rank rewrites its own)."""
+    fs, base = resolve(storage)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    except OSError:  # unreadable: nothing known, a crashing file is quarantined again
+        return set()
+    found: set[str] = set()
+    for info in infos:
+        if info.is_file and info.base_name.startswith(QUARANTINE_PREFIX):
+            with fs.open_input_stream(info.path) as stream:
+                found |= set(stream.read().decode("utf-8").splitlines()) - {""}
+    return found
+
+
 @ray.remote(num_cpus=0)
 class FailureLog:
-    """Collects the samples that failed to decode, and each decode actor's peak RSS."""
+    """Collects the samples that failed to decode, and each decode actor's peak RSS. With a
+    `quarantine_file`, the quarantined files are written there as they come (so that a later
+    worker group of the run, after a restart or a new launch, skips them from the start)."""
 
-    def __init__(self) -> None:
+    def __init__(self, known: set[str] = frozenset(), quarantine_file: str | None = None) -> None:
         self.items: list[Failure] = []
         self.peak_rss: dict[int, float] = {}
-        self.crashed: set[str] = set()  # files that killed a decode actor: quarantined
+        self.crashed: set[str] = set(known)  # files that killed a decode actor: quarantined
+        self.mine: set[str] = set()  # those quarantined through this log
+        self.quarantine_file = quarantine_file
 
     def record(self, failure: Failure) -> None:
         self.items.append(failure)
 
     def quarantine(self, path: str) -> None:
         self.crashed.add(path)
+        self.mine.add(path)
+        if self.quarantine_file:
+            atomic_write_text(self.quarantine_file, "".join(f"{p}\n" for p in sorted(self.mine)))
 
     def quarantined(self) -> set[str]:
         return set(self.crashed)
@@ -155,15 +185,28 @@ class FailureLogRef:
     handle: ray.actor.ActorHandle
 
     @classmethod
-    def create(cls, name: str | None = None) -> FailureLogRef:
+    def create(
+        cls, name: str | None = None, *, storage: str | None = None, rank: int = 0
+    ) -> FailureLogRef:
+        """A new log; with the run folder `storage`, it starts from the files the run's
+        earlier worker groups quarantined and writes those quarantined here for rank `rank`."""
         name = name or f"crisscross-failures-{uuid.uuid4().hex[:12]}"
-        handle = FailureLog.options(name=name, namespace=NAMESPACE).remote()
+        known, where = set(), None
+        if storage:
+            known, where = read_quarantine(storage), join(storage, f"{QUARANTINE_PREFIX}{rank}.txt")
+            if known:
+                log.warning("%d file(s) quarantined earlier in this run: skipped", len(known))
+        handle = FailureLog.options(name=name, namespace=NAMESPACE).remote(known, where)
         ray.get(handle.__ray_ready__.remote())  # registered before any decode actor looks it up
         return cls(name, handle)
 
     def drain(self) -> list[Failure]:
         """The failures recorded since the last drain."""
         return ray.get(self.handle.drain.remote())
+
+    def quarantined(self) -> set[str]:
+        """The files skipped because they crashed a decode actor (this run's, so far)."""
+        return ray.get(self.handle.quarantined.remote())
 
     def peak_rss_mib(self) -> dict[int, float]:
         """Peak resident memory of each decode actor process so far, by pid."""

@@ -99,7 +99,7 @@ class WorkerLoop:
         self.spec = clip_spec(config)
         self.augment = DeviceAugment(self.spec) if self.spec.augment_on == "device" else None
         self.table = epoch_table(read_manifest(job.manifest), self.spec)  # the manifest is let go
-        self.failure_log = FailureLogRef.create()
+        self.failure_log = FailureLogRef.create(storage=job.storage, rank=self.rank)
         self.per_worker = config.optim.batch_size // self.world
         total_steps = config.optim.epochs * job.steps_per_epoch
         self.console = Console(config.optim.epochs, total_steps, self.progress.step)

@@ -458,7 +458,8 @@ def test_a_file_that_kills_its_decode_actor_is_quarantined_and_the_epoch_goes_on
     ).manifest
     rows = epoch_order(usable_rows(ks, SPEC), seed=0, epoch=0).slice(0, 6)
     victim = rows.column("path")[3].as_py()
-    log = FailureLogRef.create()
+    run = tmp_path / "run"
+    log = FailureLogRef.create(storage=str(run), rank=1)
     data = epoch_dataset(
         rows,
         spec=SPEC,
@@ -471,6 +472,23 @@ def test_a_file_that_kills_its_decode_actor_is_quarantined_and_the_epoch_goes_on
     assert got == sorted(indices[:3] + indices[4:])
     assert [(f.path, f.reason) for f in log.drain()] == [
         (victim, "QuarantinedError: it crashed a decode actor before: not opened again")
+    ]
+    assert (run / "crisscross_quarantine_rank1.txt").read_text() == f"{victim}\n"
+
+    # a later worker group of the run (a restart, the next launch): the file is not opened again
+    later = FailureLogRef.create(storage=str(run), rank=0)
+    assert later.quarantined() == {victim}
+    data = epoch_dataset(
+        rows,
+        spec=SPEC,
+        failure_log=later,
+        resources=DecodeResources(workers=1, rows_per_task=2, restarts=0),
+        decoder=_process_killer(victim),
+    )
+    got = sorted(int(i) for b in data.dataset.iter_batches(batch_size=None) for i in b["index"])
+    assert got == sorted(indices[:3] + indices[4:])
+    assert [f.reason for f in later.drain()] == [
+        "QuarantinedError: it crashed a decode actor before: not opened again"
     ]
 
     again = epoch_dataset(
