@@ -449,8 +449,9 @@ def test_a_file_that_kills_its_decode_actor_is_quarantined_and_the_epoch_goes_on
     local_ray, synthetic, tmp_path
 ):
     """The actor restarts (a finite number of times), the file it was decoding is quarantined
-    and recorded with its reason, every other row arrives; with no restarts allowed the
-    pipeline fails instead of retrying without end (Ray Data's default)."""
+    and recorded with its reason, every other row arrives, and the run folder keeps it for a
+    later worker group; with no restarts allowed the pipeline fails instead of retrying
+    without end (Ray Data's default)."""
     from crisscross.datasets.pipeline import epoch_dataset
 
     ks = build_manifest(
@@ -458,45 +459,31 @@ def test_a_file_that_kills_its_decode_actor_is_quarantined_and_the_epoch_goes_on
     ).manifest
     rows = epoch_order(usable_rows(ks, SPEC), seed=0, epoch=0).slice(0, 6)
     victim = rows.column("path")[3].as_py()
+    indices = rows.column("index").to_pylist()
+    quarantined = "QuarantinedError: it crashed a decode actor before: not opened again"
+
+    def epoch(log: FailureLogRef, restarts: int):
+        return epoch_dataset(
+            rows,
+            spec=SPEC,
+            failure_log=log,
+            resources=DecodeResources(workers=1, rows_per_task=2, restarts=restarts),
+            decoder=_process_killer(victim),
+        ).dataset.iter_batches(batch_size=None)
+
     run = tmp_path / "run"
     log = FailureLogRef.create(storage=str(run), rank=1)
-    data = epoch_dataset(
-        rows,
-        spec=SPEC,
-        failure_log=log,
-        resources=DecodeResources(workers=1, rows_per_task=2, restarts=2),
-        decoder=_process_killer(victim),
-    )
-    got = sorted(int(i) for b in data.dataset.iter_batches(batch_size=None) for i in b["index"])
-    indices = rows.column("index").to_pylist()
+    got = sorted(int(i) for b in epoch(log, restarts=2) for i in b["index"])
     assert got == sorted(indices[:3] + indices[4:])
-    assert [(f.path, f.reason) for f in log.drain()] == [
-        (victim, "QuarantinedError: it crashed a decode actor before: not opened again")
-    ]
+    assert [(f.path, f.reason) for f in log.drain()] == [(victim, quarantined)]
     assert (run / "crisscross_quarantine_rank1.txt").read_text() == f"{victim}\n"
 
     # a later worker group of the run (a restart, the next launch): the file is not opened again
     later = FailureLogRef.create(storage=str(run), rank=0)
     assert later.quarantined() == {victim}
-    data = epoch_dataset(
-        rows,
-        spec=SPEC,
-        failure_log=later,
-        resources=DecodeResources(workers=1, rows_per_task=2, restarts=0),
-        decoder=_process_killer(victim),
-    )
-    got = sorted(int(i) for b in data.dataset.iter_batches(batch_size=None) for i in b["index"])
+    got = sorted(int(i) for b in epoch(later, restarts=0) for i in b["index"])
     assert got == sorted(indices[:3] + indices[4:])
-    assert [f.reason for f in later.drain()] == [
-        "QuarantinedError: it crashed a decode actor before: not opened again"
-    ]
+    assert [f.reason for f in later.drain()] == [quarantined]
 
-    again = epoch_dataset(
-        rows,
-        spec=SPEC,
-        failure_log=FailureLogRef.create(),
-        resources=DecodeResources(workers=1, rows_per_task=2, restarts=0),
-        decoder=_process_killer(victim),
-    )
     with pytest.raises(Exception, match=r"(?i)actor|died|worker"):
-        list(again.dataset.iter_batches(batch_size=None))
+        list(epoch(FailureLogRef.create(), restarts=0))
