@@ -67,6 +67,88 @@ def test_audioset_layout(synthetic):
     assert all(e.label_name.startswith("/m/synth") and e.status is None for e in listing.entries)
 
 
+def _audioset_tree(root, csvs: dict[str, str], files: list[str]) -> None:
+    for rel, text in csvs.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    for rel in files:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"")
+
+
+def test_audioset_segments_match_the_files_row_by_row(tmp_path):
+    """Comments anywhere, labels holding commas, fields with or without a space after the comma,
+    a YTID listed twice (the last row counts), files named <YTID>_<start>.mp4 or <YTID>.mp4, a
+    CSV under csv/, a split on disk with no CSV, a folder that is no AudioSet split."""
+    _audioset_tree(
+        tmp_path,
+        {
+            "balanced_train_segments.csv": "# created\n# YTID, start, end, labels\n"
+            'aaaaaaaaaaa, 30.000, 40.000, "/m/01,/m/02"\n'
+            "# a comment in the middle\n"
+            'bbbbbbbbbbb,0.000,10.000,"/m/03"\n'
+            'ccccccccccc, 0.000, 10.000, "/m/04"\n'
+            'aaaaaaaaaaa, 50.000, 60.000, "/m/05"\n'
+            '\nddddddddddd, 0.000, 10.000, "/m/06,/m/07,/m/08"\n',
+            "csv/eval_segments.csv": 'eeeeeeeeeee, 1.000, 11.000, "/m/09"\n',
+        },
+        [
+            "balanced_train/aaaaaaaaaaa_30000.mp4",
+            "balanced_train/bbbbbbbbbbb.mp4",
+            "balanced_train/ddddddddddd_0.mkv",
+            "balanced_train/zzzzzzzzzzz_0.mp4",
+            "eval/eeeeeeeeeee_1000.mp4",
+            "unbalanced_train/uuuuuuuuuuu_0.mp4",
+            "extra/xxxxxxxxxxx_0.mp4",
+            "balanced_train/notes.txt",
+        ],
+    )
+    got = [
+        (e.rel, e.label_name, e.split, e.status, e.reason)
+        for e in scan("audioset", tmp_path).entries
+    ]
+    assert got == [
+        ("balanced_train/aaaaaaaaaaa_30000.mp4", "/m/05", "balanced_train", None, ""),
+        ("balanced_train/bbbbbbbbbbb.mp4", "/m/03", "balanced_train", None, ""),
+        ("balanced_train/ddddddddddd_0.mkv", "/m/06,/m/07,/m/08", "balanced_train", None, ""),
+        ("balanced_train/zzzzzzzzzzz_0.mp4", "", "balanced_train", "unlisted",
+         "zzzzzzzzzzz is not in balanced_train_segments.csv"),
+        ("eval/eeeeeeeeeee_1000.mp4", "/m/09", "eval", None, ""),
+        ("extra/xxxxxxxxxxx_0.mp4", "", "extra", None, ""),
+        ("unbalanced_train/uuuuuuuuuuu_0.mp4", "", "unbalanced_train", "unlisted",
+         "uuuuuuuuuuu is not in unbalanced_train_segments.csv"),
+        ("balanced_train/ccccccccccc.mp4", "/m/04", "balanced_train", "missing_on_disk",
+         "listed in balanced_train_segments.csv but not on disk"),
+    ]  # fmt: skip
+
+
+def test_audioset_without_segment_rows_lists_the_files_as_they_are(tmp_path):
+    _audioset_tree(
+        tmp_path,
+        {"eval_segments.csv": "# only comments\n"},
+        ["eval/eeeeeeeeeee_0.mp4", "balanced_train/bbbbbbbbbbb_0.mp4"],
+    )
+    entries = scan("audioset", tmp_path).entries
+    assert [(e.rel, e.status) for e in entries] == [
+        ("balanced_train/bbbbbbbbbbb_0.mp4", None),
+        ("eval/eeeeeeeeeee_0.mp4", None),
+    ]
+
+
+def test_a_segments_row_without_four_fields_names_the_file_and_the_row(tmp_path):
+    _audioset_tree(
+        tmp_path,
+        {"eval_segments.csv": 'eeeeeeeeeee, 1.000, 11.000, "/m/09"\nfffffffffff, 2.000\n'},
+        ["eval/eeeeeeeeeee_0.mp4"],
+    )
+    with pytest.raises(LayoutError) as raised:
+        scan("audioset", tmp_path)
+    assert str(raised.value) == (
+        f"{tmp_path}/eval_segments.csv: expected YTID, start_seconds, end_seconds, "
+        "positive_labels; got ['fffffffffff', '2.000']"
+    )
+
+
 def test_ucf101_layout(synthetic):
     listing = scan("ucf101", synthetic["ucf101"])
     assert listing.classes == ["ApplyEyeMakeup", "Archery", "BabyCrawling"]
