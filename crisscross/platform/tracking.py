@@ -93,6 +93,12 @@ def check_tracking(uri: str) -> None:
     except Exception as exc:  # any failure here means the store is unusable
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         first = scrub(first, uri)  # the error may quote the URI with its credentials
+        if any(code in first for code in ("error code 401", "error code 403")):
+            raise TrackingError(
+                f"tracking server {redact(uri)} refused this client ({first[:300]}); set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user of the server "
+                "that may use its experiments"
+            ) from None
         raise TrackingError(
             f"tracking server {redact(uri)} is unreachable ({first[:300]}); start it, or set "
             "tracking.uri / MLFLOW_TRACKING_URI to one that answers (unset: a local sqlite store)"

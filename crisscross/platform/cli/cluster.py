@@ -56,6 +56,12 @@ def check(cluster_file: str) -> None:
     "`export MLFLOW_TRACKING_URI=...` for eval.",
 )
 @click.option("--stop", is_flag=True, help="Stop the server recorded in --state-dir.")
+@click.option(
+    "--auth",
+    is_flag=True,
+    help="MLflow's basic-auth app: every request needs a user and password; the admin is "
+    "$MLFLOW_TRACKING_USERNAME with $MLFLOW_TRACKING_PASSWORD (what every client sends).",
+)
 def tracking_server(
     host: str | None,
     port: int,
@@ -65,6 +71,7 @@ def tracking_server(
     workers: int,
     detach: bool,
     stop: bool,
+    auth: bool,
 ) -> None:
     """Run the MLflow tracking server for the cluster (on its head node): a database backend
     store, artifacts to the shared storage, bound to the private address."""
@@ -72,6 +79,7 @@ def tracking_server(
         ServerError,
         default_spec,
         server_command,
+        server_env,
         start_detached,
         stop_recorded,
     )
@@ -84,6 +92,7 @@ def tracking_server(
             artifacts_destination=artifacts_destination,
             state_dir=state_dir,
             workers=workers,
+            auth=auth,
         )
         if stop:
             state = stop_recorded(spec.state_dir)
@@ -91,6 +100,8 @@ def tracking_server(
             return
         if detach:
             state = start_detached(spec)
+        else:
+            env = server_env(spec)
     except ServerError as exc:
         raise BadInput(str(exc)) from None
     if detach:
@@ -101,4 +112,4 @@ def tracking_server(
         return
     click.echo(f"MLflow tracking server at {spec.uri}", err=True)
     command = server_command(spec)
-    os.execv(command[0], command)
+    os.execve(command[0], command, env)

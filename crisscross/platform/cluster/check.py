@@ -24,9 +24,14 @@ SECRET_PATTERNS = (
     (re.compile(r"aws_secret_access_key|aws_session_token", re.I), "AWS keys"),
     (re.compile(r"RAY_AUTH_TOKEN\s*=\s*\S"), "a Ray token written into the file"),
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a private key"),
-    (re.compile(r"MLFLOW_TRACKING_(PASSWORD|TOKEN)\s*=", re.I), "MLflow credentials"),
+    # a value written in; read from a file or a variable ($(cat ...), $VAR) is fine
+    (
+        re.compile(r"MLFLOW_TRACKING_(PASSWORD|TOKEN)\s*=\s*(?![\"']?\$)", re.I),
+        "MLflow credentials",
+    ),
 )
 TOKEN_PATH = "~/.ray/auth_token"
+PASSWORD_PATH = "~/.crisscross/mlflow_password"
 
 
 def load_cluster(path: str | Path) -> tuple[dict[str, Any], str]:
@@ -146,6 +151,25 @@ def token_problems(config: dict[str, Any]) -> list[str]:
     return problems
 
 
+def tracking_problems(config: dict[str, Any]) -> list[str]:
+    """The head's MLflow server behind its basic-auth app, its password copied to every node."""
+    head = " ".join(_commands(config)["head_start_ray_commands"])
+    problems = []
+    for match in re.finditer(r"crisscross\s+cluster\s+tracking-server\b[^&;|)]*", head):
+        if "--auth" not in match.group(0):
+            problems.append(
+                "head_start_ray_commands: the MLflow server runs without --auth: anyone who "
+                "reaches it reads and changes every run"
+            )
+    mounts = config.get("file_mounts") or {}
+    if "--auth" in head and not any(str(v).strip() == PASSWORD_PATH for v in mounts.values()):
+        problems.append(
+            f"file_mounts does not copy {PASSWORD_PATH} (the MLflow server's password) to the "
+            "nodes: their jobs cannot sign in"
+        )
+    return problems
+
+
 def secret_problems(text: str) -> list[str]:
     return [
         f"line {text[: m.start()].count(chr(10)) + 1}: {what}: use instance profiles or the "
@@ -187,6 +211,7 @@ def check_cluster(path: str | Path) -> list[str]:
         schema_problems(config)
         + exposure_problems(config)
         + token_problems(config)
+        + tracking_problems(config)
         + secret_problems(text)
         + stack_problems(config)
     )

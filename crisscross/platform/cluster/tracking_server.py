@@ -5,11 +5,19 @@ RDS PostgreSQL), artifacts proxied by the server to the shared storage ($CRISSCR
 bound to the node's private address: the cluster's nodes reach it, and the outside world only
 through an SSH tunnel. Clients send artifacts through the server (--serve-artifacts), so workers
 need no storage credentials of their own.
+
+With `auth`, MLflow's basic-auth app runs in front of it: every request but /health needs a user
+and password, and users other than the admin get no permission unless granted one. The admin is
+the user of MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, the variables every MLflow
+client sends its credentials from, so the cluster's nodes set them once (cluster.yaml) and the
+server, the jobs and the workers all use them. The password is handed to the server in its
+environment, never written to a file; the users' database is in the state folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import json
 import os
@@ -42,6 +50,7 @@ class ServerSpec:
     artifacts_destination: str
     state_dir: str  # where the state file and the log go
     workers: int = 2
+    auth: bool = False  # MLflow's basic-auth app (the module's docstring)
 
     @property
     def uri(self) -> str:
@@ -83,6 +92,7 @@ def default_spec(
     artifacts_destination: str | None = None,
     state_dir: str | None = None,
     workers: int = 2,
+    auth: bool = False,
 ) -> ServerSpec:
     """The server's settings; what is not given comes from this machine and $CRISSCROSS_STORAGE."""
     state = Path(absolute(state_dir or "~/crisscross"))
@@ -102,6 +112,7 @@ def default_spec(
         artifacts_destination=artifacts if is_uri(artifacts) else absolute(artifacts),
         state_dir=str(state),
         workers=workers,
+        auth=auth,
     )
 
 
@@ -127,7 +138,49 @@ def server_command(spec: ServerSpec) -> list[str]:
         allowed,
         "--workers",
         str(spec.workers),
+        *(["--app-name", "basic-auth"] if spec.auth else []),
     ]
+
+
+AUTH_FILE = "mlflow-auth.ini"  # in the state folder: the basic-auth app's settings, no password
+
+
+def server_env(spec: ServerSpec) -> dict[str, str]:
+    """The environment to start the server with: with `spec.auth`, the basic-auth app's settings
+    file (written to the state folder) and the admin's password; ServerError when the
+    credentials are not set."""
+    env = dict(os.environ)
+    if not spec.auth:
+        return env
+    user = env.get("MLFLOW_TRACKING_USERNAME", "").strip()
+    password = env.get("MLFLOW_TRACKING_PASSWORD", "")
+    if not user or len(password) < 12:
+        raise ServerError(
+            "--auth: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (at least 12 "
+            "characters) on every node: the server's admin is that user, and every job and "
+            "worker signs in with them (cluster.yaml reads them from ~/.crisscross.env)"
+        )
+    folder = Path(spec.state_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = (
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{folder / 'mlflow-auth.db'}\n"
+        f"admin_username = {user}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # a password's check (PBKDF2) costs about as much as a metric batch: each worker
+        # process checks a user's password once a minute, not on every request
+        "auth_cache_ttl_seconds = 60\n"
+    )
+    atomic_write_text(str(folder / AUTH_FILE), settings)
+    # the app's forms need a CSRF key shared by the server's workers: derived from the password
+    # rather than kept in a file
+    csrf = hashlib.sha256(f"crisscross-csrf:{password}".encode()).hexdigest()
+    return env | {
+        "MLFLOW_AUTH_CONFIG_PATH": str(folder / AUTH_FILE),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": password,  # read once, when the users' database is new
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": csrf,
+    }
 
 
 def healthy(uri: str, timeout: float = 2.0) -> bool:
@@ -169,9 +222,11 @@ def start_detached(spec: ServerSpec, *, timeout: float = 120.0) -> dict:
     if not is_uri(spec.artifacts_destination):
         Path(spec.artifacts_destination).mkdir(parents=True, exist_ok=True)
     log = folder / "tracking-server.log"
+    env = server_env(spec)
     with log.open("ab") as stream:
         process = subprocess.Popen(
             server_command(spec),
+            env=env,
             stdout=stream,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

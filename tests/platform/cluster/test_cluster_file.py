@@ -44,7 +44,12 @@ def test_shipped_cluster_file_has_the_three_node_types_and_secure_defaults():
     assert "--env RAY_AUTH_MODE=token" in config["docker"]["run_options"]
     assert config["file_mounts"]["/home/ray/.ray/auth_token"] == "~/.ray/auth_token"
     head = " ".join(config["head_start_ray_commands"])
-    assert "crisscross cluster tracking-server --detach" in head  # MLflow on the private address
+    assert "crisscross cluster tracking-server --detach --auth" in head  # private, signed in
+    assert config["file_mounts"]["/home/ray/.crisscross/mlflow_password"] == (
+        "~/.crisscross/mlflow_password"
+    )
+    env = " ".join(config["setup_commands"])
+    assert 'MLFLOW_TRACKING_PASSWORD="$(cat ~/.crisscross/mlflow_password)"' in env
     assert "--dashboard-host=127.0.0.1" in head  # the dashboard on the head's loopback only
     workers = " ".join(config["worker_start_ray_commands"])
     assert "MLFLOW_TRACKING_URI=http://$RAY_HEAD_IP:5000" in workers
@@ -109,6 +114,20 @@ BROKEN = {
     "token not distributed": (
         lambda c: c["file_mounts"].pop("/home/ray/.ray/auth_token"),
         "file_mounts does not copy ~/.ray/auth_token",
+    ),
+    "mlflow without auth": (
+        lambda c: c["head_start_ray_commands"].__setitem__(
+            1, c["head_start_ray_commands"][1].replace(" --auth", "")
+        ),
+        "head_start_ray_commands: the MLflow server runs without --auth",
+    ),
+    "mlflow password not distributed": (
+        lambda c: c["file_mounts"].pop("/home/ray/.crisscross/mlflow_password"),
+        "file_mounts does not copy ~/.crisscross/mlflow_password",
+    ),
+    "mlflow password in the file": (
+        lambda c: c["setup_commands"].append("export MLFLOW_TRACKING_PASSWORD=hunter2hunter2"),
+        "MLflow credentials: use instance profiles or the environment, never the file",
     ),
     "key in the file": (
         lambda c: c["setup_commands"].append("export AWS_SECRET_ACCESS_KEY=abc"),
@@ -275,3 +294,55 @@ def test_the_tracking_server_refuses_every_interface_and_defaults_to_shared_stor
     assert command[command.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path}/mlflow.db"
     assert "--serve-artifacts" in command
     assert "10.0.1.5:5000" in command[command.index("--allowed-hosts") + 1].split(",")
+
+
+def test_the_tracking_server_with_auth_lets_in_only_its_user(monkeypatch, tmp_path):
+    """`--auth`: MLflow's basic-auth app with the admin from MLFLOW_TRACKING_USERNAME and
+    MLFLOW_TRACKING_PASSWORD (the client's own variables), the password in no file; a client
+    without them, or with a wrong password, is refused with a message that says what to set."""
+    import socket
+    import urllib.error
+    import urllib.request
+    import uuid
+
+    from mlflow.tracking import MlflowClient
+
+    from crisscross.platform.cluster.tracking_server import (
+        AUTH_FILE,
+        STATE_FILE,
+        ServerError,
+        default_spec,
+        server_command,
+        start_detached,
+        stop_recorded,
+    )
+    from crisscross.platform.tracking import TrackingError, check_tracking
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    state_dir = tmp_path / "state"
+    monkeypatch.delenv("CRISSCROSS_STORAGE", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "crisscross")
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    spec = default_spec(host="127.0.0.1", port=port, state_dir=str(state_dir), workers=1, auth=True)
+    assert server_command(spec)[-2:] == ["--app-name", "basic-auth"]
+    with pytest.raises(ServerError, match="set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASS"):
+        start_detached(spec)
+    password = f"pw-{uuid.uuid4().hex}"
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+    start_detached(spec)
+    try:
+        check_tracking(spec.uri)  # signed in from the environment, as every job and worker is
+        MlflowClient(spec.uri).create_experiment("signed-in")
+        for name in (AUTH_FILE, STATE_FILE, "tracking-server.log"):
+            assert password not in (state_dir / name).read_text(), name
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password")
+        with pytest.raises(TrackingError, match=r"refused this client .*set MLFLOW_TRACKING_USER"):
+            check_tracking(spec.uri)
+        request = f"{spec.uri}/api/2.0/mlflow/experiments/search?max_results=1"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)  # no credentials at all
+        assert refused.value.code == 401
+    finally:
+        stop_recorded(str(state_dir))

@@ -82,16 +82,23 @@ def get(url: str, token: str | None = None) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def cluster(synthetic):
-    """A token-authenticated Ray head and the MLflow server, as cluster.yaml starts them."""
+    """A token-authenticated Ray head and the MLflow server behind its basic-auth app, as
+    cluster.yaml starts them."""
     work = Path(tempfile.mkdtemp(prefix="cc-cluster-"))  # short: Ray's socket paths
     token = secrets.token_hex(16)
     gcs, dashboard, metrics, client, agent_http, agent_grpc, runtime_env, mlflow = free_ports(8)
+    # the server behind its basic-auth app, its user's credentials in every process's
+    # environment (cluster.yaml's ~/.crisscross.env), this test's process included
+    credentials = {"MLFLOW_TRACKING_USERNAME": "crisscross", "MLFLOW_TRACKING_PASSWORD": token}
+    saved = {k: os.environ.get(k) for k in credentials}
+    os.environ.update(credentials)
     server = start_detached(
         default_spec(
             host="127.0.0.1",
             port=mlflow,
             state_dir=str(work / "head"),
             artifacts_destination=str(work / "shared" / "mlflow"),
+            auth=True,
         )
     )
     ip = private_address()
@@ -99,6 +106,7 @@ def cluster(synthetic):
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": token,
         "MLFLOW_TRACKING_URI": server["uri"],
+        **credentials,
         "CRISSCROSS_STORAGE": str(work / "shared"),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         # this machine may run another Ray (the test session's): name ours to its processes
@@ -141,6 +149,11 @@ def cluster(synthetic):
         stop_group(head.pid, timeout=3)  # SIGTERM, then SIGKILL: the head and all it started
         head.wait(timeout=30)
         stop_group(server["pid"])
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     with pytest.raises(ProcessLookupError):  # nothing of the head's group is left running
         os.killpg(head.pid, 0)
     shutil.rmtree(work, ignore_errors=True)
@@ -209,6 +222,10 @@ def test_pretraining_job_succeeds_and_its_run_is_in_the_tracking_server(cluster,
     assert run.info.status == "FINISHED"
     assert run.data.tags["git.commit"] == cluster["commit"]
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # sent through the server
+    search = f"{cluster['tracking']}/api/2.0/mlflow/runs/get?run_id={run.info.run_id}"
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the job signed in; nobody else may
+        urllib.request.urlopen(search, timeout=10)
+    assert refused.value.code == 401
     shared = cluster["work"] / "shared"
     # the relative run.output_dir landed on the shared storage, not in the job's temporary copy
     assert run.data.tags["crisscross.run_dir"] == str(shared / "runs" / "job")
