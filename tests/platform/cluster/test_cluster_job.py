@@ -222,10 +222,6 @@ def test_pretraining_job_succeeds_and_its_run_is_in_the_tracking_server(cluster,
     assert run.info.status == "FINISHED"
     assert run.data.tags["git.commit"] == cluster["commit"]
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # sent through the server
-    search = f"{cluster['tracking']}/api/2.0/mlflow/runs/get?run_id={run.info.run_id}"
-    with pytest.raises(urllib.error.HTTPError) as refused:  # the job signed in; nobody else may
-        urllib.request.urlopen(search, timeout=10)
-    assert refused.value.code == 401
     shared = cluster["work"] / "shared"
     # the relative run.output_dir landed on the shared storage, not in the job's temporary copy
     assert run.data.tags["crisscross.run_dir"] == str(shared / "runs" / "job")
@@ -260,3 +256,21 @@ def test_the_job_api_refuses_requests_without_the_token(cluster, pretrained):
     status, body = get(f"{cluster['address']}/api/jobs/", cluster["token"])
     assert status == 200
     assert {job["submission_id"] for job in json.loads(body)} >= {"pretrain-ok"}
+
+
+def test_the_tracking_server_lets_in_only_its_user(cluster, monkeypatch):
+    """The job above signed in with the user's credentials; a client with a wrong password is
+    told what to set, one with none is refused; the password is in none of the server's
+    files."""
+    from crisscross.platform.cluster.tracking_server import AUTH_FILE, STATE_FILE
+    from crisscross.platform.tracking import TrackingError, check_tracking
+
+    for name in (AUTH_FILE, STATE_FILE, "tracking-server.log"):
+        assert cluster["token"] not in (cluster["work"] / "head" / name).read_text(), name
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password")
+    with pytest.raises(TrackingError, match=r"refused this client .*set MLFLOW_TRACKING_USER"):
+        check_tracking(cluster["tracking"])
+    search = f"{cluster['tracking']}/api/2.0/mlflow/experiments/search?max_results=1"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(search, timeout=10)  # no credentials at all
+    assert refused.value.code == 401
