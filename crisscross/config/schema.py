@@ -149,9 +149,10 @@ class DataConfig(Section):
     decode_memory_mb: int | None = Field(None, ge=64, json_schema_extra=HOW)
     """Memory reserved per decode actor, in MiB (unset: no reservation)."""
     rows_per_task: int | None = Field(None, ge=1, json_schema_extra=HOW)
-    """Samples per decode task. Unset: 8, or more where a training worker's pipeline would
-    hold over 8,192 tasks (a share over 65,536 rows: AudioSet), as each task costs Ray about
-    26 ms of its own time; a task's size changes no sample."""
+    """Samples per decode task. Unset: 8, or more where a training worker's pipeline (its share
+    of one epoch, or of several consecutive ones up to 200,000 rows) would hold over 8,192
+    tasks, i.e. over 65,536 rows, as each task costs Ray about 26 ms of its own time; a task's
+    size changes no sample."""
     decode_restarts: int = Field(4, ge=0, json_schema_extra=HOW)
     """Times a decode actor that crashed (a decoder's segfault, say) is restarted, and its task
     retried; the file it was decoding is quarantined (skipped with its reason from then on).

@@ -31,11 +31,12 @@ class DecodeResources:
     """How the decode stage runs: actors, CPUs and memory per actor, rows per task, and how
     often a crashed actor is restarted (its task retried) before the pipeline fails.
 
-    `rows_per_task` unset: TASK_ROWS, or more where a pipeline's rows would need over MAX_TASKS
-    tasks. Each task is one object put in Ray's object store (about 1.3 ms) and about 25 ms of
-    Ray Data's own time (`crisscross bench scale`, README "AudioSet scale"): a worker's share of
-    an AudioSet epoch in tasks of 8 took 95 s to build and spent about 28 minutes of the epoch
-    on Ray Data's overhead. A task's size changes nothing a sample holds (each is seeded by its
+    `rows_per_task` unset: TASK_ROWS, or more where a pipeline's rows (a worker's share of one
+    epoch, or of several consecutive ones: `EpochStream`) would need over MAX_TASKS tasks. Each
+    task is one object put in Ray's object store (about 1.3 ms) and about 25 ms of Ray Data's
+    own time (`crisscross bench scale`, README "AudioSet scale"): a worker's share of an
+    AudioSet epoch in tasks of 8 took 89 s to build and spent about 25 minutes of the epoch on
+    Ray Data's overhead. A task's size changes nothing a sample holds (each is seeded by its
     row's epoch and position)."""
 
     workers: int = 2

@@ -148,7 +148,6 @@ class FailureLog:
         self.items: list[Failure] = []
         self.peak_rss: dict[int, float] = {}
         self.crashed: set[str] = set(known)  # files that killed a decode actor: quarantined
-        self.mine: set[str] = set()  # those quarantined through this log
         self.quarantine_file = quarantine_file
 
     def record(self, failure: Failure) -> None:
@@ -156,9 +155,12 @@ class FailureLog:
 
     def quarantine(self, path: str) -> None:
         self.crashed.add(path)
-        self.mine.add(path)
-        if self.quarantine_file:
-            atomic_write_text(self.quarantine_file, "".join(f"{p}\n" for p in sorted(self.mine)))
+        if self.quarantine_file:  # every file known, so no earlier group's entry is lost
+            text = "".join(f"{p}\n" for p in sorted(self.crashed))
+            try:
+                atomic_write_text(self.quarantine_file, text)
+            except OSError as exc:  # the run goes on; only a later group would meet it again
+                log.warning("could not keep the quarantine in %s: %s", self.quarantine_file, exc)
 
     def quarantined(self) -> set[str]:
         return set(self.crashed)

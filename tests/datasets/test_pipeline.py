@@ -484,6 +484,9 @@ def test_a_file_that_kills_its_decode_actor_is_quarantined_and_the_epoch_goes_on
     got = sorted(int(i) for b in epoch(later, restarts=0) for i in b["index"])
     assert got == sorted(indices[:3] + indices[4:])
     assert [f.reason for f in later.drain()] == [quarantined]
+    local_ray.get(later.handle.quarantine.remote("/data/another.mp4"))  # this group's own
+    kept = (run / "crisscross_quarantine_rank0.txt").read_text().splitlines()
+    assert kept == sorted([victim, "/data/another.mp4"])  # the earlier group's kept too
 
     with pytest.raises(Exception, match=r"(?i)actor|died|worker"):
         list(epoch(FailureLogRef.create(), restarts=0))

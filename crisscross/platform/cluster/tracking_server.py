@@ -17,10 +17,10 @@ environment, never written to a file; the users' database is in the state folder
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -173,9 +173,8 @@ def server_env(spec: ServerSpec) -> dict[str, str]:
         "auth_cache_ttl_seconds = 60\n"
     )
     atomic_write_text(str(folder / AUTH_FILE), settings)
-    # the app's forms need a CSRF key shared by the server's workers: derived from the password
-    # rather than kept in a file
-    csrf = hashlib.sha256(f"crisscross-csrf:{password}".encode()).hexdigest()
+    # the app's forms need a CSRF key its workers share: a new one each start, in no file
+    csrf = secrets.token_hex(32)
     return env | {
         "MLFLOW_AUTH_CONFIG_PATH": str(folder / AUTH_FILE),
         "MLFLOW_AUTH_ADMIN_PASSWORD": password,  # read once, when the users' database is new
@@ -215,6 +214,9 @@ def start_detached(spec: ServerSpec, *, timeout: float = 120.0) -> dict:
     """Start the server in the background (its own session) unless the one recorded in the state
     folder still answers; wait until it answers. Returns {pid, uri, log, ...}."""
     state = recorded(spec.state_dir)
+    if state is not None and bool(state.get("auth")) != spec.auth:
+        stop_group(int(state["pid"]))  # started with(out) the basic-auth app: not reused
+        state = None
     if state is not None and healthy(state["uri"]):
         return state | {"reused": True}
     folder = Path(spec.state_dir)

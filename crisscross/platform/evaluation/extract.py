@@ -34,6 +34,7 @@ from tqdm import tqdm
 from crisscross.datasets.fs import atomic_write_bytes
 from crisscross.platform.evaluation.common import MODALITY
 from crisscross.platform.evaluation.sources import Pretrained
+from crisscross.platform.storage import local_output_folder
 from crisscross.trainers.features import backbone_clip_features
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,17 @@ def _extract_task(
     return {name: (f.numpy(), ok.numpy()) for name, (f, ok) in out.items()}
 
 
-def parts_folder(pretrained: Pretrained, config: Any, rows: list[dict[str, Any]], kind: str) -> str:
-    """`<run.output_dir>/features/<digest>`: the digest of the weights, the files, the feature
-    `kind` and what the samplers are built from (the model, data and protocol sections and
-    run.seed)."""
+def parts_folder(
+    pretrained: Pretrained, config: Any, rows: list[dict[str, Any]], kind: str
+) -> str | None:
+    """`<run.output_dir>/features/<digest>` on the driver's file system (`local_output_folder`:
+    with object storage, under ~/crisscross; None when run.output_dir is itself a URI: no
+    parts are kept): the digest of the weights, the files, the feature `kind` and what the
+    samplers are built from (the model, data and protocol sections and run.seed)."""
+    try:
+        root = local_output_folder(config.run.output_dir)
+    except ValueError:
+        return None
     digest = hashlib.sha256()
     for key in sorted(pretrained.state):
         digest.update(key.encode())
@@ -74,12 +82,13 @@ def parts_folder(pretrained: Pretrained, config: Any, rows: list[dict[str, Any]]
     settings |= {"seed": config.run.seed, "kind": kind}
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     digest.update(json.dumps(rows, sort_keys=True, default=str).encode())
-    return str(Path(config.run.output_dir).expanduser() / "features" / digest.hexdigest()[:20])
+    return str(root / "features" / digest.hexdigest()[:20])
 
 
 def _read_parts(folder: str, starts: list[int], sizes: dict[int, int]) -> dict[int, Part]:
-    """The parts an interrupted run wrote; one that is unreadable or of the wrong size is left
-    out (its chunk is extracted again)."""
+    """The parts an interrupted run wrote; one that is unreadable, of the wrong size or with a
+    file that failed (perhaps only for a while: a mount not ready) is left out (its chunk is
+    extracted again)."""
     done: dict[int, Part] = {}
     for first in starts:
         path = Path(folder) / f"part-{first:08d}.npz"
@@ -93,6 +102,8 @@ def _read_parts(folder: str, starts: list[int], sizes: dict[int, int]) -> dict[i
                 raise ValueError(f"not {sizes[first]} files")
         except Exception as exc:  # a part cut short by a crash: extracted again
             log.warning("feature part %s is unreadable (%s): extracting it again", path, exc)
+            continue
+        if _failed(part):
             continue
         done[first] = part
     return done
@@ -178,6 +189,7 @@ def _joined(chunks: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np
     return np.concatenate([f for f, _ in chunks]), np.concatenate([ok for _, ok in chunks])
 
 
-def remove_parts(parts: str) -> None:
+def remove_parts(parts: str | None) -> None:
     """The parts' folder, once the run that used them has finished."""
-    shutil.rmtree(parts, ignore_errors=True)
+    if parts:
+        shutil.rmtree(parts, ignore_errors=True)

@@ -332,3 +332,31 @@ def test_the_tracking_server_with_auth_signs_in_its_user_and_writes_no_password(
     assert env["MLFLOW_AUTH_CONFIG_PATH"] == str(tmp_path / AUTH_FILE)
     assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == password
     assert password not in env["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+
+
+def test_a_server_started_without_auth_is_not_reused_for_auth(monkeypatch, tmp_path):
+    """`--detach --auth` finding a running server without the basic-auth app (one from before
+    an upgrade: `ray stop` does not stop it) stops it and starts another; the same settings
+    reuse it."""
+    from crisscross.platform.cluster import tracking_server as ts
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "crisscross")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "a-long-enough-password")
+    running = {"pid": 4242, "uri": "http://10.0.1.5:5000", "auth": False}
+    stopped = []
+    monkeypatch.setattr(ts, "recorded", lambda state_dir: dict(running))
+    monkeypatch.setattr(ts, "healthy", lambda uri, timeout=2.0: True)
+    monkeypatch.setattr(ts, "stop_group", lambda pid, timeout=20.0: stopped.append(pid))
+
+    class StartedError(Exception):
+        pass
+
+    def popen(*args, **kwargs):
+        raise StartedError
+
+    monkeypatch.setattr(ts.subprocess, "Popen", popen)
+    plain = ts.default_spec(host="10.0.1.5", state_dir=str(tmp_path))
+    assert ts.start_detached(plain)["reused"] is True and stopped == []
+    with pytest.raises(StartedError):
+        ts.start_detached(ts.default_spec(host="10.0.1.5", state_dir=str(tmp_path), auth=True))
+    assert stopped == [4242]

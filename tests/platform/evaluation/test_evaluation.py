@@ -219,6 +219,15 @@ def test_features_resume_from_their_parts_and_do_not_depend_on_the_workers(
     for name in samples:
         assert np.array_equal(first[name][0], again[name][0])
         assert np.array_equal(first[name][1], again[name][1]) and first[name][1].all()
+    with np.load(written[0]) as data:  # a file that failed (a mount not ready, say)
+        arrays = {k: data[k] for k in data.files}
+    arrays["train.ok"][0] = False
+    np.savez(written[0], **arrays)
+    stamp = written[0].stat().st_mtime_ns
+    time.sleep(0.01)
+    again = extract(config)
+    assert written[0].stat().st_mtime_ns != stamp  # extracted again, not reused
+    assert again["train"][1].all() and np.array_equal(first["train"][0], again["train"][0])
     one = apply_overrides(config, {"run.workers": 1})
     shutil.rmtree(parts)
     alone = extract(one)  # one chunk of every file
