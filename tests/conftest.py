@@ -23,6 +23,27 @@ TINY_SIZES = {
 }
 
 
+# The modules that take minutes (README, "Tests"), first: `pytest -n 2 --dist loadfile` hands
+# out whole modules in this order, so the longest ones start at once instead of ending last.
+LONG_FIRST = (
+    "tests/platform/pretrain/test_quickstart.py",
+    "tests/platform/sweep/test_sweep.py",
+    "tests/platform/pretrain/test_pretrain.py",
+    "tests/platform/cluster/test_cluster_job.py",
+    "tests/bench/test_learning.py",
+    "tests/platform/pretrain/test_stop.py",
+    "tests/platform/evaluation/test_evaluation.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.path.relative_to(REPO).as_posix()
+        return LONG_FIRST.index(path) if path in LONG_FIRST else len(LONG_FIRST)
+
+    items.sort(key=rank)  # stable: every module keeps its own order
+
+
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)

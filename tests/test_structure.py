@@ -135,6 +135,20 @@ def test_the_cli_starts_without_the_heavy_libraries(argv):
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
 
 
+def test_the_failure_log_actor_starts_without_torch():
+    """Each worker group waits for its FailureLog actor; that actor's process imports only its
+    module, which must not pull in torch or torchvision (5 s a worker group on 2 cores)."""
+    code = (
+        "import sys\n"
+        "import crisscross.datasets.failures\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'av', 'sklearn') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
+
+
 def test_bench_cli_prints_the_three_commands(run_cli):
     result = run_cli("bench", "cli", "--repeats", "1")
     assert result.exit_code == 0, result.output

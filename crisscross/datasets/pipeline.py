@@ -1,5 +1,6 @@
 """From a manifest to fixed-shape pretraining batches through Ray Data (the Ray-free parts, the
-epoch order and the torch Dataset, are in `epochs` and re-exported here).
+epoch order and the torch Dataset, are in `epochs`; the FailureLog and the quarantine in
+`failures`; both re-exported here).
 
 Only manifest rows (paths and probed facts) enter Ray's object store; each decode actor opens the
 files itself. A sample that fails, by any exception, is skipped and recorded, with its path and
@@ -29,7 +30,6 @@ import os
 import resource
 import tempfile
 import time
-import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 import ray
 import torch
 from ray.data._internal.execution.execution_callback import ExecutionCallback
@@ -52,7 +51,12 @@ from crisscross.datasets.epochs import (
     failure_reason,
     usable_rows,
 )
-from crisscross.datasets.fs import atomic_write_text, join, resolve
+from crisscross.datasets.failures import (
+    NAMESPACE,
+    Failure,
+    FailureLogRef,
+    failure_summary,
+)
 from crisscross.datasets.manifest import Manifest
 from crisscross.datasets.samples import ClipSpec, PretextSample
 
@@ -60,7 +64,6 @@ if TYPE_CHECKING:
     from ray.data._internal.execution.streaming_executor import StreamingExecutor
 
 log = logging.getLogger(__name__)
-NAMESPACE = "crisscross"
 MARKER_SECONDS = 3600.0  # a decode actor's marker older than this is removed by the next actor
 __all__ = [  # the Ray-free names are re-exported: callers import the data path from one place
     "DecodeResources",
@@ -101,118 +104,6 @@ class PauseWhileBackpressured(ExecutionCallback):
     def on_execution_step(self, executor: StreamingExecutor) -> None:
         if any(op._in_task_output_backpressure for op in executor._topology):
             time.sleep(self.PAUSE_S)
-
-
-@dataclass(frozen=True)
-class Failure:
-    path: str
-    reason: str
-    epoch: int
-
-
-def failure_summary(failures: list[Failure], *, epoch: int, shown: int = 5) -> str:
-    """One line for the end of an epoch: how many samples were skipped, which, and why."""
-    if not failures:
-        return f"epoch {epoch}: no sample skipped"
-    files = "; ".join(f"{f.path} ({f.reason})" for f in failures[:shown])
-    more = f"; and {len(failures) - shown} more" if len(failures) > shown else ""
-    return f"epoch {epoch}: {len(failures)} sample(s) skipped, failing to decode: {files}{more}"
-
-
-QUARANTINE_PREFIX = "crisscross_quarantine_rank"  # <run folder>/<prefix><rank>.txt
-
-
-def read_quarantine(storage: str) -> set[str]:
-    """The files every earlier worker group of the run in `storage` quarantined (one file a
-    rank, a path a line: an object store cannot append, so each rank rewrites its own)."""
-    fs, base = resolve(storage)
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
-    except OSError:  # unreadable: nothing known, a crashing file is quarantined again
-        return set()
-    found: set[str] = set()
-    for info in infos:
-        if info.is_file and info.base_name.startswith(QUARANTINE_PREFIX):
-            with fs.open_input_stream(info.path) as stream:
-                found |= set(stream.read().decode("utf-8").splitlines()) - {""}
-    return found
-
-
-@ray.remote(num_cpus=0)
-class FailureLog:
-    """Collects the samples that failed to decode, and each decode actor's peak RSS. With a
-    `quarantine_file`, the quarantined files are written there as they come (so that a later
-    worker group of the run, after a restart or a new launch, skips them from the start)."""
-
-    def __init__(self, known: set[str] = frozenset(), quarantine_file: str | None = None) -> None:
-        self.items: list[Failure] = []
-        self.peak_rss: dict[int, float] = {}
-        self.crashed: set[str] = set(known)  # files that killed a decode actor: quarantined
-        self.quarantine_file = quarantine_file
-
-    def record(self, failure: Failure) -> None:
-        self.items.append(failure)
-
-    def quarantine(self, path: str) -> None:
-        self.crashed.add(path)
-        if self.quarantine_file:  # every file known, so no earlier group's entry is lost
-            text = "".join(f"{p}\n" for p in sorted(self.crashed))
-            try:
-                atomic_write_text(self.quarantine_file, text)
-            except OSError as exc:  # the run goes on; only a later group would meet it again
-                log.warning("could not keep the quarantine in %s: %s", self.quarantine_file, exc)
-
-    def quarantined(self) -> set[str]:
-        return set(self.crashed)
-
-    def note_rss(self, pid: int, mib: float) -> None:
-        self.peak_rss[pid] = max(mib, self.peak_rss.get(pid, 0.0))
-
-    def drain(self) -> list[Failure]:
-        items, self.items = self.items, []
-        return items
-
-    def rss(self) -> dict[int, float]:
-        return dict(self.peak_rss)
-
-
-@dataclass(frozen=True)
-class FailureLogRef:
-    """The owning handle of a run's FailureLog and the name decode actors look it up by.
-
-    Keep it for the run: a named actor lives only while its creator's handle does.
-    """
-
-    name: str
-    handle: ray.actor.ActorHandle
-
-    @classmethod
-    def create(
-        cls, name: str | None = None, *, storage: str | None = None, rank: int = 0
-    ) -> FailureLogRef:
-        """A new log; with the run folder `storage`, it starts from the files the run's
-        earlier worker groups quarantined and writes those quarantined here for rank `rank`."""
-        name = name or f"crisscross-failures-{uuid.uuid4().hex[:12]}"
-        known, where = set(), None
-        if storage:
-            known, where = read_quarantine(storage), join(storage, f"{QUARANTINE_PREFIX}{rank}.txt")
-            if known:
-                log.warning("%d file(s) quarantined earlier in this run: skipped", len(known))
-        handle = FailureLog.options(name=name, namespace=NAMESPACE).remote(known, where)
-        ray.get(handle.__ray_ready__.remote())  # registered before any decode actor looks it up
-        return cls(name, handle)
-
-    def drain(self) -> list[Failure]:
-        """The failures recorded since the last drain."""
-        return ray.get(self.handle.drain.remote())
-
-    def quarantined(self) -> set[str]:
-        """The files skipped because they crashed a decode actor (this run's, so far)."""
-        return ray.get(self.handle.quarantined.remote())
-
-    def peak_rss_mib(self) -> dict[int, float]:
-        """Peak resident memory of each decode actor process so far, by pid."""
-        return ray.get(self.handle.rss.remote())
 
 
 class PretextDecoder:

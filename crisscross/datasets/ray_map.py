@@ -9,8 +9,37 @@ the driver.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+Key = TypeVar("Key")
+
+
+def as_finished(
+    submit: Callable[[Key], Any], keys: Iterable[Key], *, limit: int
+) -> Iterator[tuple[Key, Any]]:
+    """(key, result) for each of `keys`, as the Ray tasks that `submit(key)` starts (it
+    returns the task's ObjectRef) finish, at most `limit` in flight; leaving early cancels the
+    rest."""
+    import ray
+
+    keys, pending = iter(keys), {}
+    try:
+        for key in keys:
+            pending[submit(key)] = key
+            if len(pending) >= limit:
+                break
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            key = pending.pop(ready[0])
+            result = ray.get(ready[0])
+            for more in keys:  # the next one in flight before the caller takes this result
+                pending[submit(more)] = more
+                break
+            yield key, result
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
 
 
 def chunked_on_ray(
@@ -31,20 +60,11 @@ def chunked_on_ray(
 
     task = ray.remote(num_cpus=num_cpus, max_retries=retries)(function)
     shared = [ray.put(a) for a in args]
-    starts = range(0, len(items), chunk)
     limit = max(2, per_cpu * int(ray.cluster_resources().get("CPU", 1)))
-    pending: dict[Any, int] = {}
-    submitted = 0
-    try:
-        while submitted < len(starts) or pending:
-            while submitted < len(starts) and len(pending) < limit:
-                first = starts[submitted]
-                pending[task.remote(list(items[first : first + chunk]), *shared)] = first
-                submitted += 1
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            first = pending.pop(ready[0])
-            for offset, result in enumerate(ray.get(ready[0])):
-                yield first + offset, result
-    finally:
-        for ref in pending:
-            ray.cancel(ref)
+
+    def submit(first: int) -> Any:
+        return task.remote(list(items[first : first + chunk]), *shared)
+
+    for first, results in as_finished(submit, range(0, len(items), chunk), limit=limit):
+        for offset, result in enumerate(results):
+            yield first + offset, result

@@ -24,7 +24,6 @@ from crisscross.datasets.samples import AudioClipSample, VideoClipSample
 from crisscross.models import CrissCross
 from crisscross.trainers.features import extract_features
 from crisscross.trainers.knn import knn_accuracy
-from crisscross.trainers.svm import logistic_probe
 
 
 @dataclass(frozen=True)
@@ -119,6 +118,10 @@ class KnnMonitor:
                     train, train_labels, test, test_labels, k=self.k
                 )
                 if self.probe:
+                    # here, not at the top: scikit-learn costs each training worker's process
+                    # 1.6 s to import on 2 cores, and most runs have no probe
+                    from crisscross.trainers.svm import logistic_probe
+
                     predicted = logistic_probe(train.numpy(), train_labels.numpy(), test.numpy())
                     out[f"probe/{modality}"] = float((predicted == test_labels.numpy()).mean())
             return out

@@ -12,7 +12,8 @@ the features do not depend on the chunks or the worker count.
 
 Written here rather than with Ray Data: the workers need the backbone built once per task from
 weights put in the object store once, and the driver takes each chunk as it finishes (progress,
-parts); `chunked_on_ray`'s cluster-wide task limit would not hold `run.workers`.
+parts), `run.workers` in flight through `ray_map.as_finished` (`chunked_on_ray`'s limit is
+per cluster CPU).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from crisscross.datasets.fs import atomic_write_bytes
+from crisscross.datasets.ray_map import as_finished
 from crisscross.platform.evaluation.common import MODALITY
 from crisscross.platform.evaluation.sources import Pretrained
 from crisscross.platform.storage import local_output_folder
@@ -147,29 +149,25 @@ def extract_parallel(
     if done:
         say(f"resuming: features of {sum(sizes[f] for f in done)} files from {parts}")
     todo = [first for first in starts if first not in done]
-    failed = sum(_failed(part) for part in done.values())
     bar = tqdm(total=len(rows), initial=sum(sizes[f] for f in done), unit="file",
                desc="features", disable=not progress, dynamic_ncols=True)  # fmt: skip
     weights = ray.put(pretrained)
-    pending: dict[Any, int] = {}
+
+    def submit(first: int) -> Any:
+        rows_ = rows[first : first + chunk]
+        return task.remote(weights, config, rows_, first, samples, kind, use_gpu)
+
+    failed = 0  # of this extraction: a kept part has no failed file (_read_parts)
     try:
-        while todo or pending:
-            while todo and len(pending) < r.workers:
-                first = todo.pop(0)
-                rows_ = rows[first : first + chunk]
-                pending[task.remote(weights, config, rows_, first, samples, kind, use_gpu)] = first
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            first = pending.pop(ready[0])
-            done[first] = ray.get(ready[0])
+        for first, part in as_finished(submit, todo, limit=r.workers):
+            done[first] = part
             if parts:
-                _write_part(parts, first, done[first])
-            failed += _failed(done[first])
+                _write_part(parts, first, part)
+            failed += _failed(part)
             bar.update(sizes[first])
             bar.set_postfix(failed=failed, refresh=False)
     finally:
         bar.close()
-        for ref in pending:
-            ray.cancel(ref)
     return {name: _joined([done[f][name] for f in starts]) for name in samples}
 
 
