@@ -135,13 +135,22 @@ def test_the_cli_starts_without_the_heavy_libraries(argv):
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
 
 
-def test_the_failure_log_actor_starts_without_torch():
-    """Each worker group waits for its FailureLog actor; that actor's process imports only its
-    module, which must not pull in torch or torchvision (5 s a worker group on 2 cores)."""
+@pytest.mark.parametrize(
+    ("module", "absent"),
+    [
+        # each worker group waits for its FailureLog actor, whose process imports its module
+        # (with torch and torchvision, 5 s a worker group on 2 cores)
+        ("crisscross.datasets.failures", ("torch", "torchvision", "av", "sklearn")),
+        # every training worker imports the monitor; scikit-learn only for a probe (1.6 s)
+        ("crisscross.trainers.worker_loop", ("sklearn",)),
+    ],
+)
+def test_processes_that_every_run_starts_import_only_what_they_use(module, absent):
+    from crisscross.datasets.failures import FailureLog
+
+    assert FailureLog.__ray_metadata__.modified_class.__module__ == "crisscross.datasets.failures"
     code = (
-        "import sys\n"
-        "import crisscross.datasets.failures\n"
-        "print(sorted(m for m in ('torch', 'torchvision', 'av', 'sklearn') if m in sys.modules))\n"
+        f"import sys\nimport {module}\nprint(sorted(m for m in {absent!r} if m in sys.modules))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True

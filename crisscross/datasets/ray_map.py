@@ -10,6 +10,7 @@ the driver.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
 from typing import Any, TypeVar
 
 Key = TypeVar("Key")
@@ -65,6 +66,8 @@ def chunked_on_ray(
     def submit(first: int) -> Any:
         return task.remote(list(items[first : first + chunk]), *shared)
 
-    for first, results in as_finished(submit, range(0, len(items), chunk), limit=limit):
-        for offset, result in enumerate(results):
-            yield first + offset, result
+    # closing: leaving this generator early cancels the tasks in flight at once
+    with closing(as_finished(submit, range(0, len(items), chunk), limit=limit)) as finished:
+        for first, results in finished:
+            for offset, result in enumerate(results):
+                yield first + offset, result

@@ -24,6 +24,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -158,16 +159,15 @@ def extract_parallel(
         return task.remote(weights, config, rows_, first, samples, kind, use_gpu)
 
     failed = 0  # of this extraction: a kept part has no failed file (_read_parts)
-    try:
-        for first, part in as_finished(submit, todo, limit=r.workers):
+    # closing: an error here (a part that cannot be written) cancels the tasks in flight at once
+    with bar, closing(as_finished(submit, todo, limit=r.workers)) as finished:
+        for first, part in finished:
             done[first] = part
             if parts:
                 _write_part(parts, first, part)
             failed += _failed(part)
             bar.update(sizes[first])
             bar.set_postfix(failed=failed, refresh=False)
-    finally:
-        bar.close()
     return {name: _joined([done[f][name] for f in starts]) for name in samples}
 
 
