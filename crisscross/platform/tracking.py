@@ -45,14 +45,15 @@ def tracking_uri(config: ExperimentConfig) -> str:
 
 
 @contextmanager
-def _fail_fast() -> Iterator[None]:
-    """One HTTP attempt with a short timeout instead of MLflow's minutes of retries."""
+def _fail_fast(timeout: int = 10) -> Iterator[None]:
+    """One HTTP attempt with a `timeout` instead of MLflow's minutes of retries (a server that
+    is not there refuses at once; the timeout is for one that is there but slow)."""
     saved = {
         k: os.environ.get(k)
         for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
     }
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "10"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(timeout)
     try:
         yield
     finally:
@@ -88,7 +89,9 @@ def check_tracking(uri: str) -> None:
         if not folder.is_dir():
             raise TrackingError(f"tracking store {redact(uri)}: folder {folder} does not exist")
     try:
-        with _fail_fast(), _one_creator(uri):
+        # 30 s: a busy head answered its first signed-in request after more than 10 (a
+        # password check and the store's first query, with every core taken)
+        with _fail_fast(timeout=30), _one_creator(uri):
             MlflowClient(uri).search_experiments(max_results=1)
     except Exception as exc:  # any failure here means the store is unusable
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
