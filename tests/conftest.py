@@ -23,7 +23,7 @@ TINY_SIZES = {
 }
 
 
-# The modules that take minutes (README, "Tests"), first: `pytest -n 2 --dist loadfile` hands
+# The modules that take minutes first (README, under command 2): `pytest -n 2 --dist loadfile` hands
 # out whole modules in this order, so the longest ones start at once instead of ending last.
 LONG_FIRST = (
     "tests/platform/pretrain/test_quickstart.py",

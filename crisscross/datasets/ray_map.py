@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
+from itertools import islice
 from typing import Any, TypeVar
 
 Key = TypeVar("Key")
@@ -26,17 +27,14 @@ def as_finished(
 
     keys, pending = iter(keys), {}
     try:
-        for key in keys:
+        for key in islice(keys, limit):
             pending[submit(key)] = key
-            if len(pending) >= limit:
-                break
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             key = pending.pop(ready[0])
             result = ray.get(ready[0])
-            for more in keys:  # the next one in flight before the caller takes this result
+            for more in islice(keys, 1):  # the next one in flight before the caller takes this
                 pending[submit(more)] = more
-                break
             yield key, result
     finally:
         for ref in pending:

@@ -16,7 +16,7 @@ def _doubled(chunk: list[int], factor: int) -> list[int]:
     return [factor * v for v in chunk]
 
 
-def test_as_finished_keeps_at_most_its_limit_in_flight_and_cancels_the_rest(local_ray):
+def test_as_finished_keeps_at_most_its_limit_in_flight_and_pairs_keys_and_results(local_ray):
     submitted: list[int] = []
 
     def submit(key: int):
