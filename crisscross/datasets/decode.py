@@ -129,6 +129,14 @@ def set_decoder_threads(stream: av.video.stream.VideoStream, threads: int) -> No
 
 
 def _decode_group(container, stream, times, group, chosen, offset) -> None:
+    for index, frame in _picked(container, stream, times, group, offset):
+        chosen[index] = frame
+
+
+def _picked(container, stream, times, group, offset) -> Iterator[tuple[int, av.VideoFrame]]:
+    """(index, frame) for each index of `group` (ascending times), in that order: the latest
+    frame at or before its time (the first frame before it; the last one past the end). Decodes
+    forward from a seek to the first time and holds only the frame before the current one."""
     first = times[group[0]]
     container.seek(int((first + offset) / stream.time_base), stream=stream, backward=True)
     previous, k = None, 0
@@ -138,7 +146,7 @@ def _decode_group(container, stream, times, group, chosen, offset) -> None:
             continue
         t = frame.time - offset
         while k < len(group) and t > times[group[k]] + 1e-6:
-            chosen[group[k]] = previous if previous is not None else frame
+            yield group[k], previous if previous is not None else frame
             k += 1
         previous = frame
         if k == len(group):
@@ -146,7 +154,30 @@ def _decode_group(container, stream, times, group, chosen, offset) -> None:
     if previous is None:
         raise DecodeError(f"no video frame at or after {first:.2f} s")
     for index in group[k:]:  # past the end: hold the last frame
-        chosen[index] = previous
+        yield index, previous
+
+
+def iter_frames(
+    container: av.container.InputContainer,
+    times: Sequence[float],
+    *,
+    short_side: int | None = None,
+) -> Iterator[np.ndarray]:
+    """(H, W, 3) uint8 RGB frames at ascending `times`, one at a time, as `read_frames` gives
+    them for times a second or less apart: a whole video's frames (`prepare`) pass through
+    without being held together. Decodes in one pass from the first time."""
+    if len(times) and np.any(np.diff(times) < 0):
+        raise ValueError("iter_frames needs ascending times")
+    if not len(times):
+        return
+    stream = container.streams.video[0]
+    set_decoder_threads(stream, 1)
+    offset = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+    last, rgb = None, None
+    for _, frame in _picked(container, stream, times, range(len(times)), offset):
+        if frame is not last:  # a frame held for several times is converted once
+            last, rgb = frame, _to_rgb(frame, short_side)
+        yield rgb
 
 
 def _to_rgb(frame: av.VideoFrame, short_side: int | None) -> np.ndarray:

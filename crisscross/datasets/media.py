@@ -5,7 +5,9 @@ Legend: T frames, H/W pixels, C audio channels, N audio samples.
 
 from __future__ import annotations
 
+import itertools
 import wave
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,7 +20,7 @@ LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}
 
 def write_av(
     path: str | Path,
-    video_THWC: np.ndarray | None,
+    video_THWC: np.ndarray | Iterable[np.ndarray] | None,
     *,
     fps: float = 25.0,
     audio_CN: np.ndarray | None = None,
@@ -35,25 +37,31 @@ def write_av(
     `keyframe_every` sets a fixed keyframe interval in seconds; `frame_times` (seconds, one per
     frame) writes a variable-frame-rate stream; `rotation` sets the display-matrix rotation;
     `preset` is x264's: "ultrafast" is quick to write but far cheaper to decode than web video
-    (no CABAC, B-frames or deblocking), "veryfast" has all three.
+    (no CABAC, B-frames or deblocking), "veryfast" has all three. The video may be an iterable
+    of (H, W, 3) frames instead of one array: each is encoded as it comes, so a long video is
+    never whole in memory (`prepare`); every frame must have the first one's size.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    frames, size = _frames_and_size(path, video_THWC)
     with av.open(str(path), "w") as container:
         vstream = astream = None
-        if video_THWC is not None:
+        if frames is not None:
             # a variable frame rate is written as millisecond timestamps
             rate = 1000.0 if frame_times is not None else fps
-            vstream = _video_stream(
-                container, video_THWC, rate, video_codec, keyframe_every, preset
-            )
+            vstream = _video_stream(container, size, rate, video_codec, keyframe_every, preset)
             if rotation:
                 vstream.set_display_rotation(rotation)
         if audio_CN is not None:
             astream = container.add_stream(audio_codec, rate=sample_rate)
             astream.layout = LAYOUTS[audio_CN.shape[0]]
         if vstream is not None:
-            for index, rgb in enumerate(video_THWC):
+            for index, rgb in enumerate(frames):
+                if rgb.shape[:2] != size:
+                    raise ValueError(
+                        f"{path}: frame {index} is {rgb.shape[1]}x{rgb.shape[0]}, "
+                        f"the first {size[1]}x{size[0]}"
+                    )
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
                 if frame_times is not None:
                     frame.pts = round(frame_times[index] * 1000)
@@ -64,9 +72,25 @@ def write_av(
     return path
 
 
-def _video_stream(container, video_THWC, fps, codec, keyframe_every, preset):
+def _frames_and_size(
+    path: Path, video: np.ndarray | Iterable[np.ndarray] | None
+) -> tuple[Iterable[np.ndarray] | None, tuple[int, int]]:
+    """The frames to encode and their (height, width): an array's own, or an iterable's first
+    frame's (put back in front)."""
+    if video is None:
+        return None, (0, 0)
+    if isinstance(video, np.ndarray):
+        return video, tuple(video.shape[1:3])
+    frames = iter(video)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError(f"{path}: no video frames to write")
+    return itertools.chain([first], frames), tuple(first.shape[:2])
+
+
+def _video_stream(container, size, fps, codec, keyframe_every, preset):
     stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-    stream.height, stream.width = video_THWC.shape[1:3]
+    stream.height, stream.width = size
     stream.pix_fmt = "yuv420p"
     gop = max(1, round(keyframe_every * fps))
     stream.gop_size = gop

@@ -4,17 +4,22 @@ Videos are re-encoded upright at a small short side, at the sampling frame rate,
 every `keyframe_every` seconds (so a seek lands near the window), or with `video_format="frames"`
 stored as the decoded frames themselves (uint8 .npy, read by range reads with no decoding: the
 fastest reading, at many times the disk space of the H.264 copy); audio is stored as 16 kHz mono
-int16 .npy, read by a range read with no decoding. Files are written under temporary names and
-renamed when complete, so an interrupted run resumes where it stopped. Work runs as Ray tasks.
+int16 .npy, read by a range read with no decoding. A video's frames are decoded in one pass and
+written one at a time (to the encoder, or after the .npy header), so a long video is never whole
+in memory. Files are written under temporary names and renamed when complete, so an interrupted
+run resumes where it stopped. Work runs as Ray tasks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import os
 import shutil
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,7 @@ import pyarrow as pa
 import ray
 from tqdm import tqdm
 
-from crisscross.datasets.decode import read_audio, read_frames
+from crisscross.datasets.decode import iter_frames, read_audio
 from crisscross.datasets.manifest import Manifest, build_manifest, write_manifest
 from crisscross.datasets.media import write_av
 from crisscross.datasets.probe import open_media, probe
@@ -113,25 +118,49 @@ def _frames_shape(path: str) -> tuple[int, int, int]:
 
 
 def _transcode_video(row: dict[str, Any], target: str, spec: PrepareSpec) -> None:
-    times = np.arange(0.0, float(row["duration"]), 1.0 / spec.fps)
-    with open_media(row["path"]) as container:
-        frames = read_frames(container, times, short_side=spec.short_side)  # one pass: no gaps
-    _atomic(
-        target,
-        lambda tmp: write_av(tmp, _even(frames), fps=spec.fps, keyframe_every=spec.keyframe_every),
-    )
+    with _source_frames(row, spec) as (_, frames):
+        _atomic(
+            target,
+            lambda tmp: write_av(
+                tmp, map(_even, frames), fps=spec.fps, keyframe_every=spec.keyframe_every
+            ),
+        )
 
 
 def _store_frames(row: dict[str, Any], target: str, spec: PrepareSpec) -> None:
+    with _source_frames(row, spec) as (count, frames):
+        _atomic(target, lambda tmp: _save_npy(tmp, frames, count))
+
+
+@contextlib.contextmanager
+def _source_frames(row: dict[str, Any], spec: PrepareSpec) -> Iterator[tuple[int, Iterator]]:
+    """(count, frames): the source's frames on the `spec.fps` grid at its short side, decoded in
+    one pass and handed on one at a time (a long video is never whole in memory)."""
     times = np.arange(0.0, float(row["duration"]), 1.0 / spec.fps)
     with open_media(row["path"]) as container:
-        frames = read_frames(container, times, short_side=spec.short_side)  # one pass: no gaps
+        frames = iter_frames(container, times, short_side=spec.short_side)
+        with contextlib.closing(frames):
+            yield len(times), frames
 
-    def save(tmp: str) -> None:
-        with open(tmp, "wb") as handle:
-            np.save(handle, np.ascontiguousarray(frames))
 
-    _atomic(target, save)
+def _save_npy(path: str, frames: Iterator[np.ndarray], count: int) -> None:
+    """`count` frames of one size as one uint8 .npy (N, H, W, 3), written frame by frame: the
+    header first (its shape from the first frame), then each frame's bytes."""
+    first = next(frames, None)
+    if first is None:
+        raise ValueError("no video frame to store")
+    shape = (count, *first.shape)
+    with open(path, "wb") as handle:
+        header = {"descr": "|u1", "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(handle, header)
+        written = 0
+        for index, rgb in enumerate(itertools.chain([first], frames)):
+            if rgb.shape != first.shape:
+                raise ValueError(f"frame {index} is {rgb.shape}, the first {first.shape}")
+            handle.write(np.ascontiguousarray(rgb, dtype=np.uint8).tobytes())
+            written += 1
+    if written != count:
+        raise ValueError(f"{written} frames decoded for the {count} the header holds")
 
 
 def _store_audio(row: dict[str, Any], target: str, spec: PrepareSpec) -> None:
@@ -147,10 +176,9 @@ def _store_audio(row: dict[str, Any], target: str, spec: PrepareSpec) -> None:
     _atomic(target, save)
 
 
-def _even(frames: np.ndarray) -> np.ndarray:
+def _even(frame: np.ndarray) -> np.ndarray:
     """yuv420p needs even sides."""
-    h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
-    return frames[:, :h, :w]
+    return frame[: frame.shape[0] // 2 * 2, : frame.shape[1] // 2 * 2]
 
 
 def _atomic(target: str, write) -> None:

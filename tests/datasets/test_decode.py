@@ -235,3 +235,20 @@ def test_the_common_sample_rates_are_resampled_exactly(rate):
     from crisscross.datasets.decode import kernel_rate
 
     assert kernel_rate(rate, 16000) == rate
+
+
+def test_streamed_frames_need_ascending_times_and_writing_them_needs_one_size(tmp_path):
+    from crisscross.datasets.decode import iter_frames
+    from crisscross.datasets.probe import open_media
+
+    path = tmp_path / "v.mp4"
+    write_av(path, np.zeros((8, 32, 48, 3), np.uint8), fps=8.0)
+    with open_media(str(path)) as container, pytest.raises(ValueError, match="ascending"):
+        next(iter_frames(container, [0.5, 0.25]))
+    with open_media(str(path)) as container:
+        assert [f.shape for f in iter_frames(container, [0.0, 0.5, 5.0])] == [(32, 48, 3)] * 3
+    sizes = (np.zeros((32, 48, 3), np.uint8), np.zeros((32, 40, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"w\.mp4: frame 1 is 40x32, the first 48x32"):
+        write_av(tmp_path / "w.mp4", iter(sizes), fps=8.0)
+    with pytest.raises(ValueError, match="no video frames"):
+        write_av(tmp_path / "e.mp4", iter(()), fps=8.0)

@@ -173,3 +173,46 @@ def test_frames_copy_that_does_not_fit_is_refused_before_any_work(
             spec=PrepareSpec(video_format="frames"),
         )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("video_format", ["frames", "h264"])
+def test_a_long_video_is_prepared_without_holding_its_frames(tmp_path, video_format):
+    """`prepare` hands each decoded frame on as it comes: numpy's peak while preparing a video
+    of 320 frames stays under a tenth of those frames' bytes (holding them, as a whole-video
+    read does, costs at least all of them)."""
+    import tracemalloc
+
+    from crisscross.datasets.decode import read_frames
+    from crisscross.datasets.media import write_av
+    from crisscross.datasets.prepare import prepare_file
+    from crisscross.datasets.probe import open_media, probe
+
+    rng = np.random.default_rng(0)
+    source = tmp_path / "long.mp4"
+    steps = np.linspace(0, 255, 320, dtype=np.uint8)[:, None, None, None]
+    frames = (rng.integers(0, 64, (1, 96, 128, 3), dtype=np.uint8) + steps // 2).astype(np.uint8)
+    write_av(source, frames, fps=16.0)
+    facts = probe(str(source))
+    row = {"path": str(source), "rel": "long.mp4", "has_video": True, "has_audio": False} | {
+        "duration": facts["duration"]
+    }
+    spec = PrepareSpec(short_side=64, video_format=video_format)
+    times = np.arange(0.0, float(row["duration"]), 1.0 / spec.fps)
+    held = len(times) * 64 * 85 * 3  # every frame at the prepared size
+
+    tracemalloc.start()
+    try:
+        new = prepare_file(row, str(tmp_path / "out"), spec)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert new.get("status") != "unreadable", new.get("reason")
+    assert len(times) == 320 and new["frames"] == 320
+    assert peak < held / 10, f"numpy peak {peak} bytes against {held} for the frames"
+    if video_format == "frames":  # the same frames as one whole-video read gives
+        with open_media(str(source)) as container:
+            whole = read_frames(container, times, short_side=64)
+        assert np.array_equal(np.load(new["path"]), whole)
+    else:
+        assert (new["height"], new["width"], new["fps"]) == (64, 84, 16.0)
