@@ -201,6 +201,21 @@ def stack_problems(config: dict[str, Any]) -> list[str]:
             f"setup_commands name CRISSCROSS_STORAGE {len(named)} times: name the shared storage "
             "exactly once"
         )
+    return problems + _cpu_resource_problems(config, setup)
+
+
+def _cpu_resource_problems(config: dict[str, Any], setup: str) -> list[str]:
+    """The resource named in CRISSCROSS_CPU_RESOURCE must be on a node type: probing and
+    prepare ask for it, and would wait for ever for a node that never comes."""
+    problems = []
+    types = config.get("available_node_types") or {}
+    for name in re.findall(r"CRISSCROSS_CPU_RESOURCE=['\"]?([\w:.-]+)", setup):
+        if not any(name in ((t or {}).get("resources") or {}) for t in types.values()):
+            problems.append(
+                f"setup_commands set CRISSCROSS_CPU_RESOURCE={name}, but no node type in "
+                f"available_node_types has {name} in its resources: probing and prepare would "
+                f"wait for ever (add it to the CPU worker type, e.g. resources: {{{name}: 1}})"
+            )
     return problems
 
 

@@ -53,6 +53,12 @@ def test_shipped_cluster_file_has_the_three_node_types_and_secure_defaults():
     assert "--dashboard-host=127.0.0.1" in head  # the dashboard on the head's loopback only
     workers = " ".join(config["worker_start_ray_commands"])
     assert "MLFLOW_TRACKING_URI=http://$RAY_HEAD_IP:5000" in workers
+    # per-file work (probing, prepare) runs on the CPU worker type (datasets/ray_map.py)
+    assert types["cpu_worker"]["resources"] == {"cpu_worker": 1}
+    assert "export CRISSCROSS_CPU_RESOURCE=cpu_worker" in env
+    assert all(
+        "cpu_worker" not in (t["resources"] or {}) for n, t in types.items() if n != "cpu_worker"
+    )
 
 
 BROKEN = {
@@ -156,6 +162,11 @@ BROKEN = {
     "storage named twice": (
         lambda c: c["setup_commands"].append("export CRISSCROSS_STORAGE=s3://other"),
         "name CRISSCROSS_STORAGE 2 times: name the shared storage exactly once",
+    ),
+    "cpu resource on no node type": (
+        lambda c: c["available_node_types"]["cpu_worker"].update(resources={}),
+        "set CRISSCROSS_CPU_RESOURCE=cpu_worker, but no node type in available_node_types has "
+        "cpu_worker in its resources",
     ),
     "not Ray's schema": (
         lambda c: c.update(head_node="x"),
