@@ -83,13 +83,14 @@ def get(url: str, token: str | None = None) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def cluster(synthetic):
     """A token-authenticated Ray head and the MLflow server behind its basic-auth app, as
-    cluster.yaml starts them."""
+    cluster.yaml starts them. This test's process signs in to the server as cluster.yaml's
+    nodes do, with the user's credentials in its environment; the head, and so the job, has
+    them in its tracking URI instead (http://user:password@host:port, the other spelling users
+    write), so that what the job writes can be searched for the password."""
     work = Path(tempfile.mkdtemp(prefix="cc-cluster-"))  # short: Ray's socket paths
-    token = secrets.token_hex(16)
+    token, password = secrets.token_hex(16), secrets.token_hex(16)
     gcs, dashboard, metrics, client, agent_http, agent_grpc, runtime_env, mlflow = free_ports(8)
-    # the server behind its basic-auth app, its user's credentials in every process's
-    # environment (cluster.yaml's ~/.crisscross.env), this test's process included
-    credentials = {"MLFLOW_TRACKING_USERNAME": "crisscross", "MLFLOW_TRACKING_PASSWORD": token}
+    credentials = {"MLFLOW_TRACKING_USERNAME": "crisscross", "MLFLOW_TRACKING_PASSWORD": password}
     saved = {k: os.environ.get(k) for k in credentials}
     os.environ.update(credentials)
     server = start_detached(
@@ -105,8 +106,7 @@ def cluster(synthetic):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))} | {
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": token,
-        "MLFLOW_TRACKING_URI": server["uri"],
-        **credentials,
+        "MLFLOW_TRACKING_URI": server["uri"].replace("://", f"://crisscross:{password}@", 1),
         "CRISSCROSS_STORAGE": str(work / "shared"),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         # this machine may run another Ray (the test session's): name ours to its processes
@@ -138,6 +138,7 @@ def cluster(synthetic):
         yield {
             "work": work,
             "token": token,
+            "password": password,
             "address": address,
             "metrics": f"http://127.0.0.1:{metrics}/metrics",
             "tracking": server["uri"],
@@ -266,7 +267,7 @@ def test_the_tracking_server_lets_in_only_its_user(cluster, monkeypatch):
     from crisscross.platform.tracking import TrackingError, check_tracking
 
     for name in (AUTH_FILE, STATE_FILE, "tracking-server.log"):
-        assert cluster["token"] not in (cluster["work"] / "head" / name).read_text(), name
+        assert cluster["password"] not in (cluster["work"] / "head" / name).read_text(), name
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password")
     with pytest.raises(TrackingError, match=r"refused this client .*set MLFLOW_TRACKING_USER"):
         check_tracking(cluster["tracking"])
@@ -274,3 +275,34 @@ def test_the_tracking_server_lets_in_only_its_user(cluster, monkeypatch):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(search, timeout=10)  # no credentials at all
     assert refused.value.code == 401
+
+
+def test_the_password_in_the_tracking_uri_is_nowhere_the_job_wrote(cluster, pretrained):
+    """The job signed in through the password in its tracking URI: the run's params and tags,
+    its artifacts, the run folder, the job's logs, Ray's session logs and the server's files
+    hold the URI only with the password masked."""
+    secret = cluster["password"]
+    client = MlflowClient(cluster["tracking"])
+    experiment = client.get_experiment_by_name("crisscross-quickstart")
+    (run,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'job'")
+    assert secret not in json.dumps(run.data.params) + json.dumps(run.data.tags)
+    logs = job_cli(cluster, "logs", "pretrain-ok") + job_cli(cluster, "logs", "pretrain-bad-root")
+    for done in (pretrained["ok"], pretrained["failed"]):
+        logs += done.stdout + done.stderr
+    assert secret not in logs
+    assert "crisscross:***@127.0.0.1" in logs  # the URI was printed, masked
+    searched, leaked = 0, []
+    # the artifacts (shared/mlflow), the run folder (shared/runs), Ray's logs, the server's state
+    for folder in ("shared", "ray", "head"):
+        for parent, _, names in os.walk(cluster["work"] / folder):
+            for path in (Path(parent) / name for name in names):
+                if path.is_file() and not path.is_symlink():
+                    searched += 1
+                    if secret.encode() in path.read_bytes():
+                        leaked.append(str(path))
+    assert leaked == []
+    record = json.loads(
+        (cluster["work"] / "shared" / "runs" / "job" / "crisscross_run.json").read_text()
+    )
+    assert "crisscross:***@127.0.0.1" in json.dumps(record)
+    assert searched > 50  # the run folder, the artifacts and Ray's logs were there to search
