@@ -41,7 +41,8 @@ def join(root: str, rel: str) -> str:
 
 
 class Tree:
-    """All files under a root, listed once: relative path -> size and modification time."""
+    """All files under a root, listed once: relative path -> size and modification time.
+    FIFOs, sockets and devices are listed too (size 0), and named in `special`: never opened."""
 
     def __init__(self, root: str) -> None:
         self.root = root
@@ -60,8 +61,9 @@ class Tree:
             if item.type == pafs.FileType.File:
                 mtime = item.mtime_ns if item.mtime_ns is not None else 0
                 self.files[rel] = FileStat(int(item.size or 0), int(mtime))
-            elif item.type == pafs.FileType.Unknown:
-                self.special.add(rel)
+            elif item.type == pafs.FileType.Unknown:  # listed like a file, so that a layout
+                self.special.add(rel)  # names it and the manifest says what it is
+                self.files[rel] = FileStat(0, int(item.mtime_ns or 0))
         self._lower = {rel.lower(): rel for rel in self.files}
 
     def find(self, rel: str) -> str | None:

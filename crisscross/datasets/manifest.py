@@ -135,7 +135,7 @@ def build_manifest(
     for row, facts in zip(to_probe, probed, strict=True):
         row.update(facts)
     for row, entry in zip(rows, listing.entries, strict=True):
-        if entry.status is None:
+        if entry.status is None and entry.rel not in tree.special:  # those: _listed_rows
             row["status"], row["reason"] = judge(row, needs)
             row["duration"] = usable_seconds(row, needs)
     manifest = Manifest(
