@@ -11,6 +11,7 @@ is archived and unmaintained, and none covers pyarrow's URIs or swapping a folde
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
 import os
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import pyarrow.fs as pafs
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or the user's quota spent
 
 
 @dataclass(frozen=True)
@@ -124,9 +127,11 @@ def atomic_output(uri: str) -> Iterator[BinaryIO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE and exc.filename is None:
+            raise OSError(exc.errno, os.strerror(exc.errno), target) from exc  # names the file
         raise
     _fsync_dir(parent)
 

@@ -111,16 +111,17 @@ def _create_exclusive(path: str, text: str) -> bool:
         atomic_write_text(path, text)
         return True
     temporary = f"{inner}.{os.getpid()}-{secrets.token_hex(4)}"
-    with open(temporary, "w") as handle:
-        handle.write(text)
     try:
+        with open(temporary, "w") as handle:  # a full disk fails here: nothing is left behind
+            handle.write(text)
         os.link(temporary, inner)  # fails when the lease exists: exclusive, and never half-written
     except OSError as exc:
         if exc.errno == errno.EEXIST:
             return False
         raise
     finally:
-        os.unlink(temporary)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
     return True
 
 

@@ -58,8 +58,8 @@ class Interrupted(click.ClickException):
 
 @contextmanager
 def as_exit_status() -> Iterator[None]:
-    """Bad input -> exit 2, a run stopped in training -> exit 1, stopped by a signal -> 128 +
-    its number; one message, no traceback."""
+    """Bad input -> exit 2, a run stopped in training or a full disk -> exit 1, stopped by a
+    signal -> 128 + its number; one message, no traceback."""
     import signal
 
     from crisscross.platform.evaluation.common import EvalError
@@ -75,6 +75,26 @@ def as_exit_status() -> Iterator[None]:
         raise RunFailed(str(exc)) from None
     except KeyboardInterrupt:  # Ctrl-C before or after training: nothing half-written to keep
         raise Interrupted("interrupted (SIGINT)", signal.SIGINT) from None
+    except OSError as exc:
+        raise_if_no_space(exc)
+        raise
+
+
+def raise_if_no_space(exc: OSError) -> None:
+    """RunFailed with `no_space`'s message when `exc` is a full disk (or a spent quota)."""
+    from crisscross.datasets.fs import NO_SPACE  # here: the CLI starts without pyarrow
+
+    if exc.errno in NO_SPACE:
+        raise no_space(exc) from None
+
+
+def no_space(exc: OSError) -> RunFailed:
+    """The message for a full disk: which file, and that its previous version is kept."""
+    return RunFailed(
+        f"no space left on the device: {exc.filename or 'a file'} was not written, and its "
+        "previous version, if any, is kept whole (small state is replaced whole or not at all); "
+        "free some space and run the same command again"
+    )
 
 
 def load_experiment(

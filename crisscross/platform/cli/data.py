@@ -11,7 +11,7 @@ import time
 
 import click
 
-from crisscross.platform.cli.common import BadInput, LazyChoice
+from crisscross.platform.cli.common import BadInput, LazyChoice, raise_if_no_space
 
 
 def _layouts() -> list[str]:
@@ -139,6 +139,9 @@ def manifest(
         )
     except (LayoutError, FileNotFoundError, NotADirectoryError) as exc:
         raise BadInput(str(exc)) from None
+    except OSError as exc:  # parts written before it are kept: a rerun goes on from them
+        raise_if_no_space(exc)
+        raise
     for note in report.notes:
         click.echo(f"note: {note}")
     click.echo(summary(report.manifest))
@@ -201,6 +204,9 @@ def prepare(
         )
     except (LayoutError, FileNotFoundError, NotADirectoryError, NotEnoughSpaceError) as exc:
         raise BadInput(str(exc)) from None
+    except OSError as exc:  # parts written before it are kept: a rerun goes on from them
+        raise_if_no_space(exc)
+        raise
     click.echo(summary(report.manifest))
     click.echo(
         f"{report.path}: {report.done} prepared, {report.skipped} already done, "

@@ -1,0 +1,81 @@
+"""A full disk at each small-state write (an injected ENOSPC): the previous state stays whole,
+nothing half-written is left beside it, and the command ends with one sentence that names the
+file. The run record and the sweep record: tests/platform/pretrain/test_run_record.py; the
+atomic writers themselves and best/: tests/datasets/test_fs.py."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+
+import pyarrow as pa
+import pytest
+
+from crisscross.datasets.manifest import build_manifest, read_manifest, write_manifest
+from crisscross.platform.lease import LEASE_FILE, Lease
+from crisscross.platform.pretrain.resume_check import DATA_ROWS, record_data
+
+
+def disk_full(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_keeps_the_previous_manifest_and_names_it(tmp_path, monkeypatch, synthetic):
+    path = tmp_path / "m.parquet"
+    built = build_manifest("esc50", str(synthetic["esc50"]), out=str(path)).manifest
+    before = path.read_bytes()
+    shorter = type(built)(built.table.slice(0, 3), built.dataset, built.root, built.classes, 1.0)
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match=f"No space left on device: '{path}'"):
+        write_manifest(shorter, str(path))
+    assert path.read_bytes() == before
+    assert read_manifest(str(path)).table.num_rows == built.table.num_rows
+    assert [p.name for p in tmp_path.iterdir()] == ["m.parquet"]
+
+
+def test_a_full_disk_keeps_the_rows_a_run_started_on(tmp_path, monkeypatch):
+    first = pa.table({"path": ["a.mp4", "b.mp4"], "size_bytes": [1, 2]})
+    record_data(str(tmp_path), first)
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left on device"):
+        record_data(str(tmp_path), pa.table({"path": ["c.mp4"], "size_bytes": [3]}))
+    assert pa.parquet.read_table(tmp_path / DATA_ROWS).equals(first)
+    assert [p.name for p in tmp_path.iterdir()] == [DATA_ROWS]
+
+
+def test_a_lease_not_written_for_a_full_disk_leaves_nothing_behind(tmp_path, monkeypatch):
+    real_open = open
+
+    def full_on_write(file, mode="r", *args, **kwargs):
+        if "w" in mode and LEASE_FILE in str(file):
+            handle = real_open(file, mode, *args, **kwargs)
+            handle.write = disk_full  # the file is created, its content does not fit
+            return handle
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", full_on_write)
+    with pytest.raises(OSError, match="No space left"):
+        Lease(str(tmp_path), what="pretraining").acquire()
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == []
+    with Lease(str(tmp_path), what="pretraining"):  # space again: the next launch takes it
+        assert (tmp_path / LEASE_FILE).is_file()
+
+
+def test_the_manifest_command_ends_with_a_sentence_and_keeps_what_it_had(
+    run_cli, synthetic, tmp_path, monkeypatch
+):
+    root, path = tmp_path / "esc50", tmp_path / "m.parquet"
+    shutil.copytree(synthetic["esc50"], root)
+    ok = run_cli("manifest", "esc50", "--root", str(root), "--out", str(path))
+    assert ok.exit_code == 0, ok.output
+    before = path.read_bytes()
+    os.utime(next(root.rglob("*.wav")))  # one file changed: probed again
+    monkeypatch.setattr(os, "fsync", disk_full)
+    full = run_cli("manifest", "esc50", "--root", str(root), "--out", str(path))
+    assert full.exit_code == 1, full.output
+    assert "Error: no space left on the device: " in full.output
+    assert "its previous version, if any, is kept whole" in full.output
+    assert "Traceback" not in full.output
+    assert path.read_bytes() == before
