@@ -15,7 +15,7 @@ from crisscross.platform.cli.config import config
 from crisscross.platform.cli.data import manifest, prepare, synth
 from crisscross.platform.cli.eval import finetune, probe, report, svm
 from crisscross.platform.cli.sweep import sweep
-from crisscross.platform.cli.train import pretrain, quickstart
+from crisscross.platform.cli.train import pretrain, quickstart, sync
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,6 +40,7 @@ for command in (
     prepare,
     pretrain,
     quickstart,
+    sync,
     sweep,
     finetune,
     svm,

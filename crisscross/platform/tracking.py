@@ -6,7 +6,9 @@ absolute on the driver, because Ray workers run in other directories.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import json
 import logging
 import os
 import time
@@ -21,11 +23,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from crisscross.config import ExperimentConfig
-from crisscross.platform.journal import BATCH, MetricJournal
+from crisscross.datasets.fs import atomic_write_text, join, resolve
+from crisscross.platform.journal import BATCH, JOURNAL_FILE, MetricJournal
 from crisscross.platform.redact import redact, scrub
 
 log = logging.getLogger(__name__)
 DEFAULT_STORE = "mlflow.db"
+PENDING_CLOSE = "crisscross_pending_close.json"  # in the run folder: a status not yet set
 
 
 class TrackingError(RuntimeError):
@@ -109,20 +113,77 @@ def check_tracking(uri: str) -> None:
 
 
 def close_run(
-    client: MlflowClient, run_id: str, status: str, tags: Mapping[str, str] | None = None
+    client: MlflowClient,
+    run_id: str,
+    status: str,
+    tags: Mapping[str, str] | None = None,
+    *,
+    run_dir: str | None = None,
 ) -> str:
     """Set the run's `tags` and final `status` within seconds; "" when done, else a sentence
-    to add to the message the command ends with (the server did not answer)."""
+    to add to the message the command ends with (the server did not answer). With `run_dir`,
+    an unanswered close is kept there (PENDING_CLOSE) for `crisscross sync` to set later."""
+    tags = {key: redact(str(value)) for key, value in (tags or {}).items()}
     try:
         with _fail_fast():
-            for key, value in (tags or {}).items():
-                client.set_tag(run_id, key, redact(str(value)))
+            for key, value in tags.items():
+                client.set_tag(run_id, key, value)
             client.set_terminated(run_id, status=status)
     except Exception as exc:  # any failure: the command still ends with its own message
-        return (
-            f" (MLflow run {run_id} still shows RUNNING, not {status}: {unanswered(exc, client)})"
-        )
+        note = f"MLflow run {run_id} still shows RUNNING, not {status}: {unanswered(exc, client)}"
+        if run_dir is not None:
+            pending = join(run_dir, PENDING_CLOSE)
+            with contextlib.suppress(OSError):  # the sentence alone, then
+                close = {"run_id": run_id, "status": status, "tags": tags}
+                atomic_write_text(pending, json.dumps(close))
+                note += (
+                    f"; kept in {redact(pending)}: `crisscross sync {redact(run_dir)}` sets it "
+                    "once the server answers"
+                )
+        return f" ({note})"
     return ""
+
+
+def sync_run(client: MlflowClient, run_id: str, run_dir: str) -> list[str]:
+    """Send what the run folder holds for the tracking server: the metrics the workers
+    journaled and a final status that could not be set (close_run); what was sent, a line
+    each. MlflowException (or a requests error) when the server does not answer: nothing is
+    removed then."""
+    done = []
+    journal = MetricJournal(join(run_dir, JOURNAL_FILE))
+    pending, close = join(run_dir, PENDING_CLOSE), read_pending_close(run_dir)
+    with _fail_fast():
+        client.get_run(run_id)  # the server answers, and has the run
+        if journal.read():
+            sent = journal.replay(client, run_id)
+            done.append(f"metrics: {sent} sent from {redact(journal.path)}")
+        if close is not None:
+            for key, value in close["tags"].items():
+                client.set_tag(run_id, key, value)
+            client.set_terminated(run_id, status=close["status"])
+            drop_pending_close(run_dir)
+            done.append(f"status: {close['status']} (from {redact(pending)})")
+    return done
+
+
+def read_pending_close(run_dir: str) -> dict[str, Any] | None:
+    """The close that close_run kept in `run_dir`, or None (none, or unreadable: a note)."""
+    fs, inner = resolve(join(run_dir, PENDING_CLOSE))
+    try:
+        with fs.open_input_stream(inner) as stream:
+            close = json.loads(stream.read().decode("utf-8"))
+        return {"status": str(close["status"]), "tags": dict(close.get("tags") or {})}
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: unreadable (%s), left as it is", redact(join(run_dir, PENDING_CLOSE)), exc)
+        return None
+
+
+def drop_pending_close(run_dir: str) -> None:
+    fs, inner = resolve(join(run_dir, PENDING_CLOSE))
+    with contextlib.suppress(FileNotFoundError):
+        fs.delete_file(inner)
 
 
 def unanswered(exc: BaseException, client: MlflowClient) -> str:

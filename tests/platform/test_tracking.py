@@ -219,3 +219,64 @@ def test_metrics_persisted_before_a_checkpoint_survive_a_crash_and_arrive_once(
     again.flush()
     assert _steps(client, run_id, "loss") == [(s, float(s)) for s in range(1, 6)]
     assert not journal.exists()
+
+
+def test_an_end_the_server_did_not_take_is_kept_and_synced_once_it_answers(
+    tmp_path, worker_env, run_cli
+):
+    """A run stopped while its server was down: close_run keeps the status (and the tags) in
+    the run folder, beside the workers' journaled metrics; `crisscross sync` sends both once
+    a server answers and removes them; while none answers it keeps them."""
+    from crisscross.platform.pretrain.run_record import write_record
+    from crisscross.platform.tracking import PENDING_CLOSE
+
+    uri, client, run_id = _store_with_run(tmp_path)
+    run_dir = tmp_path / "runs" / "tiny"
+    write_record(str(run_dir), {"mlflow_run_id": run_id, "tracking_uri": uri, "config": {}})
+    MetricJournal(str(run_dir / JOURNAL_FILE)).append(Metric("loss", 0.5, 0, s) for s in (7, 8))
+    down = _down_uri()
+    note = close_run(
+        MlflowClient(down),
+        run_id,
+        "KILLED",
+        {"crisscross.stopped": "SIGTERM"},
+        run_dir=str(run_dir),
+    )
+    assert f"kept in {run_dir / PENDING_CLOSE}: `crisscross sync {run_dir}` sets it" in note
+    assert json.loads((run_dir / PENDING_CLOSE).read_text()) == {
+        "run_id": run_id,
+        "status": "KILLED",
+        "tags": {"crisscross.stopped": "SIGTERM"},
+    }
+
+    still_down = run_cli("sync", str(run_dir), "--tracking-uri", down)
+    assert still_down.exit_code == 1 and "Traceback" not in still_down.output
+    assert f"the tracking server {down} did not answer" in still_down.output
+    assert (run_dir / PENDING_CLOSE).is_file() and (run_dir / JOURNAL_FILE).is_file()
+    assert client.get_run(run_id).info.status == "RUNNING"
+
+    synced = run_cli("sync", str(run_dir))  # the store the run record names
+    assert synced.exit_code == 0, synced.output
+    assert f"metrics: 2 sent from {run_dir / JOURNAL_FILE}; status: KILLED" in synced.output
+    run = client.get_run(run_id)
+    assert (run.info.status, run.data.tags["crisscross.stopped"]) == ("KILLED", "SIGTERM")
+    assert _steps(client, run_id, "loss") == [(7, 0.5), (8, 0.5)]
+    assert not (run_dir / PENDING_CLOSE).exists() and not (run_dir / JOURNAL_FILE).exists()
+    again = run_cli("sync", str(run_dir))
+    assert again.exit_code == 0 and "nothing to send" in again.output
+    assert _steps(client, run_id, "loss") == [(7, 0.5), (8, 0.5)]  # nothing twice
+
+
+def test_sync_names_a_folder_that_is_not_a_run(tmp_path, run_cli):
+    result = run_cli("sync", str(tmp_path))
+    assert result.exit_code == 2
+    assert f"{tmp_path}: no crisscross_run.json: not the folder of a pretraining run" in (
+        result.output
+    )
+
+
+def test_a_recorded_uri_with_a_masked_password_is_used_without_it():
+    from crisscross.platform.cli.train import _unmasked
+
+    assert _unmasked("http://alice:***@mlflow.internal:5000") == "http://mlflow.internal:5000"
+    assert _unmasked("sqlite:////runs/mlflow.db") == "sqlite:////runs/mlflow.db"

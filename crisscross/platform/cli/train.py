@@ -122,3 +122,49 @@ def report(outcome: Outcome) -> str:
 
     lines.append(f"  browse: mlflow ui --backend-store-uri {redact(outcome.tracking_uri)}")
     return "\n".join(lines)
+
+
+@click.command()
+@click.argument("run_dir")
+@click.option(
+    "--tracking-uri",
+    help="The tracking store or server [the run record's; a masked password comes from "
+    "$MLFLOW_TRACKING_USERNAME and $MLFLOW_TRACKING_PASSWORD].",
+)
+def sync(run_dir: str, tracking_uri: str | None) -> None:
+    """Send what the pretraining run folder RUN_DIR kept while its tracking server did not
+    answer: the metrics its workers journaled, and the run's final status (KILLED or FAILED)
+    that could not be set when it ended. Nothing is removed until the server has taken it."""
+    from mlflow.tracking import MlflowClient
+
+    from crisscross.platform.cli.common import RunFailed
+    from crisscross.platform.pretrain.run_record import RUN_RECORD, RecordError, read_record
+    from crisscross.platform.redact import redact
+    from crisscross.platform.tracking import sync_run, unanswered
+
+    try:
+        record = read_record(run_dir)
+    except (RecordError, OSError) as exc:
+        raise BadInput(str(exc)) from None
+    if record is None:
+        raise BadInput(f"{run_dir}: no {RUN_RECORD}: not the folder of a pretraining run")
+    uri = tracking_uri or _unmasked(str(record.get("tracking_uri") or ""))
+    client = MlflowClient(uri or None)
+    try:
+        done = sync_run(client, record["mlflow_run_id"], run_dir)
+    except Exception as exc:  # any failure: nothing was removed, say so
+        raise RunFailed(
+            f"nothing more sent: {unanswered(exc, client)}; {run_dir} keeps the rest, run this "
+            "again once the server answers"
+        ) from None
+    where = f"MLflow run {record['mlflow_run_id']} in {redact(client.tracking_uri)}"
+    click.echo(f"{where}: " + ("; ".join(done) if done else "nothing to send"))
+
+
+def _unmasked(uri: str) -> str:
+    """A recorded URI without its masked credentials (MLflow takes them from the
+    environment then); the URI itself when it holds none."""
+    if "***" not in uri or "@" not in uri:
+        return uri
+    scheme, _, rest = uri.partition("://")
+    return f"{scheme}://{rest.split('@', 1)[1]}"

@@ -62,6 +62,7 @@ from crisscross.platform.tracking import (
     TrackingError,
     check_tracking,
     close_run,
+    drop_pending_close,
     experiment_id,
     flatten,
     log_params_and_tags,
@@ -310,6 +311,7 @@ def open_run(
             ) from None
         if record.get("finished_step") is None:
             client.update_run(run_id, status="RUNNING")
+            drop_pending_close(run_dir)  # an end the server never took: the run goes on now
         return run_id, record
     exp = experiment_id(client, config.tracking.experiment)
     run = client.create_run(exp, run_name=config.run.name)
@@ -471,7 +473,7 @@ def train(
         except ray.train.TrainingFailedError as exc:
             if stop.signum:
                 raise interrupted(client, run_id, stop.signum, None, run_dir) from None
-            note = close_run(client, run_id, "FAILED")
+            note = close_run(client, run_id, "FAILED", run_dir=run_dir)
             raise RunFailedError(
                 f"training failed ({_first_line(exc)}); checkpoints stay in {run_dir}: run the "
                 f"same command again to continue from the last one{note}"
@@ -480,7 +482,9 @@ def train(
     if outcome.get("interrupted"):
         raise interrupted(client, run_id, stop.signum or signal.SIGTERM, result, run_dir)
     if outcome.get("stopped"):
-        note = close_run(client, run_id, "FAILED", {"crisscross.stopped": outcome["stopped"]})
+        note = close_run(
+            client, run_id, "FAILED", {"crisscross.stopped": outcome["stopped"]}, run_dir=run_dir
+        )
         kept = result.checkpoint.path if result.checkpoint else "none"
         raise RunFailedError(f"{outcome['stopped']}; the last good checkpoint stays: {kept}{note}")
     return result
@@ -500,7 +504,7 @@ def interrupted(
         what = f"{name} at step {step}: checkpoint {redact(result.checkpoint.path)} written"
     else:
         what = f"{name} before a checkpoint at the current step: the last one in {run_dir} stays"
-    note = close_run(client, run_id, "KILLED", {"crisscross.stopped": what})
+    note = close_run(client, run_id, "KILLED", {"crisscross.stopped": what}, run_dir=run_dir)
     return RunInterruptedError(
         signum, f"stopped by {what}; run the same command again to continue from it{note}"
     )

@@ -116,3 +116,20 @@ def test_a_damaged_tracking_server_state_file_is_named(tmp_path, content):
     (tmp_path / STATE_FILE).write_bytes(content)
     with pytest.raises(ServerError, match=re.escape(f"{tmp_path / STATE_FILE}: damaged (")):
         stop_recorded(str(tmp_path))
+
+
+def test_relaunching_a_run_drops_the_end_its_server_never_took(tmp_path):
+    """A run killed while its server was down kept its KILLED status for `crisscross sync`;
+    launched again, it goes on RUNNING, so that end is dropped instead of sent later."""
+    from crisscross.platform.pretrain.job import open_run
+    from crisscross.platform.tracking import PENDING_CLOSE
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    config = load_config(QUICKSTART, {"run.name": "tiny", "run.output_dir": str(tmp_path)})
+    run_dir = tmp_path / "tiny"
+    run_id, _ = open_run(client, config, str(run_dir), "digest", "/m.parquet")
+    assert read_record(str(run_dir))["mlflow_run_id"] == run_id
+    (run_dir / PENDING_CLOSE).write_text(json.dumps({"run_id": run_id, "status": "KILLED"}))
+    again, _ = open_run(client, config, str(run_dir), "digest", "/m.parquet")
+    assert again == run_id and client.get_run(run_id).info.status == "RUNNING"
+    assert not (run_dir / PENDING_CLOSE).exists()
