@@ -26,7 +26,7 @@ import pyarrow.fs as pafs
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or the user's quota spent
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a listing holds one a file (millions)
 class FileStat:
     size: int
     mtime_ns: int
@@ -67,14 +67,19 @@ class Tree:
             elif item.type == pafs.FileType.Unknown:  # listed like a file, so that a layout
                 self.special.add(rel)  # names it and the manifest says what it is
                 self.files[rel] = FileStat(0, int(item.mtime_ns or 0))
-        self._lower = {rel.lower(): rel for rel in self.files}
+        self._lower: dict[str, str] | None = None
 
     def find(self, rel: str) -> str | None:
         """The stored relative path for `rel`, matching case-insensitively as a fallback.
 
         UCF101's split files spell some class folders with another case (HandStandPushups).
+        The lower-cased index is built at the first such miss, not for every listing.
         """
-        return rel if rel in self.files else self._lower.get(rel.lower())
+        if rel in self.files:
+            return rel
+        if self._lower is None:
+            self._lower = {known.lower(): known for known in self.files}
+        return self._lower.get(rel.lower())
 
     def read_text(self, rel: str) -> str:
         with self.fs.open_input_stream(join(self.base, rel)) as stream:

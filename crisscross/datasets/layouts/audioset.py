@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 
 from crisscross.datasets.fs import Tree
 from crisscross.datasets.layouts.base import VIDEO_EXTENSIONS, Entry, LayoutError, Listing
@@ -26,22 +27,25 @@ class AudioSet:
     requirements = PRETEXT
 
     def scan(self, tree: Tree) -> Listing:
-        labels: dict[tuple[str, str], str] = {}
+        # per split, YTID -> labels: no tuple per row (AudioSet's CSVs name about 2 M segments)
+        labels: dict[str, dict[str, str]] = {}
         for split, csv_name in SEGMENT_FILES.items():
             source = tree.find(csv_name) or tree.find(f"csv/{csv_name}")
             if source is not None:
-                for ytid, mids in _segments(tree, source):
-                    labels[(split, ytid)] = mids
-        entries, present = [], set()
+                labels[split] = dict(_segments(tree, source))
+        entries: list[Entry] = []
+        present: dict[str, set[str]] = {}
+        have_labels = any(labels.values())
         for rel in sorted(tree.files):
             parts = rel.split("/")
             if len(parts) != 2 or not parts[1].lower().endswith(VIDEO_EXTENSIONS):
                 continue
             split, stem = parts[0], parts[1].rsplit(".", 1)[0]
             ytid = stem[:YTID_LENGTH]
-            present.add((split, ytid))
-            entry = Entry(rel, -1, labels.get((split, ytid), ""), split)
-            if labels and (split, ytid) not in labels and split in SEGMENT_FILES:
+            present.setdefault(split, set()).add(ytid)
+            listed = labels.get(split, {})
+            entry = Entry(rel, -1, listed.get(ytid, ""), split)
+            if have_labels and split in SEGMENT_FILES and ytid not in listed:
                 entry.status, entry.reason = "unlisted", f"{ytid} is not in {SEGMENT_FILES[split]}"
             entries.append(entry)
         if not entries:
@@ -50,32 +54,36 @@ class AudioSet:
                 "<split>/<YTID>_<start>.mp4 "
                 f"with split one of {', '.join(SEGMENT_FILES)}"
             )
-        splits_on_disk = {split for split, _ in present}
-        for (split, ytid), mids in labels.items():
-            if split in splits_on_disk and (split, ytid) not in present:
-                entries.append(
-                    Entry(
-                        f"{split}/{ytid}.mp4",
-                        -1,
-                        mids,
-                        split,
-                        status="missing_on_disk",
-                        reason=f"listed in {SEGMENT_FILES[split]} but not on disk",
+        for split, listed in labels.items():
+            on_disk = present.get(split)
+            if on_disk is None:  # a split with no video on disk is not part of this copy
+                continue
+            reason = f"listed in {SEGMENT_FILES[split]} but not on disk"
+            for ytid, mids in listed.items():
+                if ytid not in on_disk:
+                    entries.append(
+                        Entry(
+                            f"{split}/{ytid}.mp4",
+                            -1,
+                            mids,
+                            split,
+                            status="missing_on_disk",
+                            reason=reason,
+                        )
                     )
-                )
         return Listing(entries, [])
 
 
-def _segments(tree: Tree, source: str) -> list[tuple[str, str]]:
-    lines = [
-        line for line in tree.read_text(source).splitlines() if line and not line.startswith("#")
-    ]
-    rows = []
-    for row in csv.reader(io.StringIO("\n".join(lines)), skipinitialspace=True):
+def _segments(tree: Tree, source: str) -> Iterator[tuple[str, str]]:
+    """(YTID, labels) of each row; rows of the same labels share one string."""
+    shared: dict[str, str] = {}
+    rows = csv.reader(io.StringIO(tree.read_text(source)), skipinitialspace=True)
+    for row in rows:
+        if not row or row[0].startswith("#"):
+            continue
         if len(row) < 4:
             raise LayoutError(
                 f"{tree.uri(source)}: expected YTID, start_seconds, end_seconds, "
                 f"positive_labels; got {row}"
             )
-        rows.append((row[0], row[3]))
-    return rows
+        yield row[0], shared.setdefault(row[3], row[3])

@@ -14,7 +14,7 @@ class LayoutError(ValueError):
     """A dataset root without the layout's required files; says what is expected where."""
 
 
-@dataclass
+@dataclass(slots=True)  # slots: a listing holds one a file (millions)
 class Entry:
     """One media file of a dataset, before probing.
 
