@@ -165,7 +165,8 @@ def iter_frames(
 ) -> Iterator[np.ndarray]:
     """(H, W, 3) uint8 RGB frames at ascending `times`, one at a time, as `read_frames` gives
     them for times a second or less apart: a whole video's frames (`prepare`) pass through
-    without being held together. Decodes in one pass from the first time."""
+    without being held together. Decodes in one pass from the first time; a generator, so
+    times out of order raise ValueError at the first frame asked for."""
     if len(times) and np.any(np.diff(times) < 0):
         raise ValueError("iter_frames needs ascending times")
     if not len(times):

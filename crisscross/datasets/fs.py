@@ -70,18 +70,26 @@ class Tree:
         self._lower: dict[str, str] | None = None
 
     def find(self, rel: str) -> str | None:
-        """The stored relative path for `rel`, matching case-insensitively as a fallback.
+        """The stored relative path for `rel`, matching case-insensitively as a fallback; None
+        for a FIFO, socket or device (a metadata file must be one to read).
 
         UCF101's split files spell some class folders with another case (HandStandPushups).
         The lower-cased index is built at the first such miss, not for every listing.
         """
         if rel in self.files:
-            return rel
+            return None if rel in self.special else rel
         if self._lower is None:
             self._lower = {known.lower(): known for known in self.files}
-        return self._lower.get(rel.lower())
+        found = self._lower.get(rel.lower())
+        return None if found in self.special else found
 
     def read_text(self, rel: str) -> str:
+        """The text of the file `rel`; FileNotFoundError for a FIFO, socket or device (opening
+        a FIFO blocks for ever)."""
+        if rel in self.special:
+            raise FileNotFoundError(
+                f"{self.uri(rel)}: not a regular file (a FIFO, socket or device)"
+            )
         with self.fs.open_input_stream(join(self.base, rel)) as stream:
             return stream.read().decode("utf-8-sig")
 
@@ -124,9 +132,9 @@ def atomic_output(uri: str) -> Iterator[BinaryIO]:
     parent, name = os.path.split(target)
     os.makedirs(parent, exist_ok=True)
     temporary = _fresh(parent, name, "tmp")
-    # O_EXCL with 0o666: a new file, with the permissions the umask gives (mkstemp's are 0600)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
+        # O_EXCL with 0o666: a new file, with the permissions the umask gives (mkstemp's 0600)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
@@ -135,7 +143,7 @@ def atomic_output(uri: str) -> Iterator[BinaryIO]:
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-        if isinstance(exc, OSError) and exc.errno in NO_SPACE and exc.filename is None:
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE and exc.filename in (None, temporary):
             raise OSError(exc.errno, os.strerror(exc.errno), target) from exc  # names the file
         raise
     _fsync_dir(parent)

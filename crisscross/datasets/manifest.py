@@ -147,7 +147,7 @@ def build_manifest(
         manifest,
         out,
         len(to_probe),
-        len(rows) - len(to_probe) - _preset(listing.entries),
+        len(rows) - len(to_probe) - _preset(listing.entries, tree),
         listing.notes,
     )
 
@@ -164,7 +164,7 @@ def _listed_rows(
             entry, tree.uri(entry.rel), stat.size if stat else None, stat.mtime_ns if stat else None
         )
         rows.append(row)
-        if entry.rel in tree.special:  # listed as missing (not a file): say what it is instead
+        if entry.rel in tree.special:  # a FIFO, socket or device: say what it is, never open it
             row["status"] = "unreadable"
             row["reason"] = "not a regular file (a FIFO, socket or device): not opened"
         elif entry.status is None:
@@ -176,8 +176,9 @@ def _listed_rows(
     return rows, to_probe
 
 
-def _preset(entries: list[Entry]) -> int:
-    return sum(entry.status is not None for entry in entries)
+def _preset(entries: list[Entry], tree: Tree) -> int:
+    """Rows whose status the listing alone decided (not probed, not reused)."""
+    return sum(entry.status is not None or entry.rel in tree.special for entry in entries)
 
 
 def _row(entry: Entry, path: str, size: int | None, mtime: int | None) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import ray
 from tqdm import tqdm
 
 from crisscross.datasets.decode import iter_frames, read_audio
+from crisscross.datasets.fs import NO_SPACE
 from crisscross.datasets.manifest import Manifest, build_manifest, write_manifest
 from crisscross.datasets.media import write_av
 from crisscross.datasets.probe import open_media, probe
@@ -90,6 +91,8 @@ def prepare_file(row: dict[str, Any], out: str, spec: PrepareSpec) -> dict[str, 
                 _store_audio(row, audio_out, spec)
             new["audio_path"] = audio_out
     except (av.FFmpegError, OSError, ValueError, RuntimeError) as exc:
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            raise  # the disk, not the file: the command stops (prepare_dataset)
         return new | {
             "status": "unreadable",
             "reason": f"prepare: {type(exc).__name__}: {exc}"[:300],
@@ -188,6 +191,10 @@ def _atomic(target: str, write) -> None:
     try:
         write(tmp)
         os.replace(tmp, target)
+    except OSError as exc:
+        if exc.errno in NO_SPACE and exc.filename in (None, tmp):
+            raise OSError(exc.errno, os.strerror(exc.errno), target) from exc  # names the copy
+        raise
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -223,7 +230,7 @@ def prepare_dataset(
     bar = tqdm(total=len(todo), unit="file", desc="preparing", disable=not progress,
                dynamic_ncols=True, smoothing=0.05)  # fmt: skip
     try:
-        for _, result in chunked_on_ray(_prepare_chunk, todo, chunk=1, args=(out, spec)):
+        for _, result in _on_ray(todo, out, spec):
             results[result["rel"]] = result
             counts[result["status"]] += 1
             bar.update(1)
@@ -241,6 +248,18 @@ def prepare_dataset(
     return PrepareReport(
         manifest, path, len(todo) - skipped - failed, skipped, failed, time.perf_counter() - start
     )
+
+
+def _on_ray(todo: list[dict[str, Any]], out: str, spec: PrepareSpec) -> Iterator[tuple]:
+    """chunked_on_ray of prepare_file over `todo`; a full disk in a task is raised here as
+    the OSError it was (naming the file), not as Ray's wrapper of it."""
+    try:
+        yield from chunked_on_ray(_prepare_chunk, todo, chunk=1, args=(out, spec))
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, OSError) and cause.errno in NO_SPACE:
+            raise OSError(cause.errno, os.strerror(cause.errno), cause.filename) from None
+        raise
 
 
 class NotEnoughSpaceError(OSError):

@@ -133,54 +133,66 @@ def close_run(
         note = f"MLflow run {run_id} still shows RUNNING, not {status}: {unanswered(exc, client)}"
         if run_dir is not None:
             pending = join(run_dir, PENDING_CLOSE)
-            with contextlib.suppress(OSError):  # the sentence alone, then
+            try:
                 close = {"run_id": run_id, "status": status, "tags": tags}
                 atomic_write_text(pending, json.dumps(close))
                 note += (
                     f"; kept in {redact(pending)}: `crisscross sync {redact(run_dir)}` sets it "
                     "once the server answers"
                 )
+            except OSError as error:  # the sentence alone, then
+                log.warning("%s: not written (%s)", redact(pending), error)
         return f" ({note})"
     return ""
 
 
-def sync_run(client: MlflowClient, run_id: str, run_dir: str) -> list[str]:
+def sync_run(
+    client: MlflowClient, run_id: str, run_dir: str, close: dict[str, Any] | None
+) -> list[str]:
     """Send what the run folder holds for the tracking server: the metrics the workers
-    journaled and a final status that could not be set (close_run); what was sent, a line
-    each. MlflowException (or a requests error) when the server does not answer: nothing is
-    removed then."""
+    journaled, and `close` (read_pending_close), a final status that could not be set; what
+    was sent, a line each. MlflowException (or a requests error) when the server does not
+    answer: nothing is removed then."""
     done = []
     journal = MetricJournal(join(run_dir, JOURNAL_FILE))
-    pending, close = join(run_dir, PENDING_CLOSE), read_pending_close(run_dir)
     with _fail_fast():
         client.get_run(run_id)  # the server answers, and has the run
-        if journal.read():
-            sent = journal.replay(client, run_id)
+        sent = journal.replay(client, run_id)
+        if sent:
             done.append(f"metrics: {sent} sent from {redact(journal.path)}")
         if close is not None:
             for key, value in close["tags"].items():
                 client.set_tag(run_id, key, value)
             client.set_terminated(run_id, status=close["status"])
             drop_pending_close(run_dir)
-            done.append(f"status: {close['status']} (from {redact(pending)})")
+            done.append(f"status: {close['status']} (from {redact(join(run_dir, PENDING_CLOSE))})")
     return done
 
 
 def read_pending_close(run_dir: str) -> dict[str, Any] | None:
-    """The close that close_run kept in `run_dir`, or None (none, or unreadable: a note)."""
-    fs, inner = resolve(join(run_dir, PENDING_CLOSE))
+    """{"run_id", "status", "tags"}: the close that close_run kept in `run_dir`; None when
+    there is none. ValueError naming the file when it is damaged."""
+    path = join(run_dir, PENDING_CLOSE)
+    fs, inner = resolve(path)
     try:
         with fs.open_input_stream(inner) as stream:
             close = json.loads(stream.read().decode("utf-8"))
-        return {"status": str(close["status"]), "tags": dict(close.get("tags") or {})}
+        return {
+            "run_id": str(close["run_id"]),
+            "status": str(close["status"]),
+            "tags": dict(close.get("tags") or {}),
+        }
     except FileNotFoundError:
         return None
-    except (ValueError, KeyError, TypeError) as exc:
-        log.warning("%s: unreadable (%s), left as it is", redact(join(run_dir, PENDING_CLOSE)), exc)
-        return None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(
+            f"{redact(path)}: damaged ({type(exc).__name__}: {exc}); delete it, and the run "
+            "keeps the status the tracking server shows"
+        ) from None
 
 
 def drop_pending_close(run_dir: str) -> None:
+    """Remove the close kept in `run_dir` (sent, or outdated by a relaunch)."""
     fs, inner = resolve(join(run_dir, PENDING_CLOSE))
     with contextlib.suppress(FileNotFoundError):
         fs.delete_file(inner)

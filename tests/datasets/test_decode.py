@@ -252,3 +252,23 @@ def test_streamed_frames_need_ascending_times_and_writing_them_needs_one_size(tm
         write_av(tmp_path / "w.mp4", iter(sizes), fps=8.0)
     with pytest.raises(ValueError, match="no video frames"):
         write_av(tmp_path / "e.mp4", iter(()), fps=8.0)
+
+
+def test_streamed_frames_are_those_read_at_once_with_frames_held_and_past_the_end(tmp_path):
+    """16 fps from an 8 fps source: each source frame is held for two times, and the last one
+    for the times past the end, as `read_frames` gives them."""
+    from crisscross.datasets.decode import iter_frames, read_frames
+    from crisscross.datasets.probe import open_media
+
+    path = tmp_path / "v.mp4"
+    video = np.random.default_rng(0).integers(0, 255, (16, 32, 48, 3), dtype=np.uint8)
+    write_av(path, video, fps=8.0, keyframe_every=0.5)
+    times = np.arange(0.0, 2.5, 1 / 16)  # the video ends at 2 s
+    with open_media(str(path)) as container:
+        streamed = np.stack(list(iter_frames(container, times, short_side=24)))
+    with open_media(str(path)) as container:
+        whole = read_frames(container, times, short_side=24)
+    assert streamed.shape == whole.shape == (40, 24, 36, 3)
+    assert np.array_equal(streamed, whole)
+    assert np.array_equal(streamed[2], streamed[3]) and not np.array_equal(streamed[1], streamed[2])
+    assert all(np.array_equal(streamed[-1], f) for f in streamed[32:])  # held past the end

@@ -10,6 +10,7 @@ import os
 import shutil
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -177,3 +178,41 @@ def test_a_sample_past_its_time_limit_is_skipped_with_the_limit_named(through):
     assert sum(int((~b["ok"].bool()).sum()) for b in batches) == 4
     reasons = [f.reason for f in log.drain()]
     assert len(reasons) == 4 and all("time limit of 1e-06 s" in r for r in reasons), reasons
+
+
+def _within(seconds: float, fn):
+    """fn()'s outcome ("ok", value) or ("raised", exception), or ("hung", None) after `seconds`
+    (a daemon thread: a FIFO opened for reading would block it for ever)."""
+    import threading
+
+    out: list = [("hung", None)]
+
+    def run() -> None:
+        try:
+            out[0] = ("ok", fn())
+        except Exception as exc:  # the outcome under test
+            out[0] = ("raised", exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return out[0]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "meta"), [("esc50", "meta/esc50.csv"), ("kinetics_sound", "annotations/train.csv")]
+)
+def test_a_fifo_in_a_metadata_files_place_is_named_not_opened(synthetic, tmp_path, dataset, meta):
+    root = tmp_path / dataset
+    shutil.copytree(synthetic[dataset], root, ignore=shutil.ignore_patterns(Path(meta).name))
+    (root / meta).parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(root / meta)
+    outcome, value = _within(
+        60, lambda: build_manifest(dataset, str(root), out=str(tmp_path / "m"))
+    )
+    assert outcome == "raised", (outcome, value)
+    assert meta in str(value)
+    if dataset == "esc50":  # required: the layout says it is missing
+        assert f"{meta} (" in str(value) and "not in the" in str(value)
+    else:  # optional, so read: a clear error naming it
+        assert "not a regular file (a FIFO, socket or device)" in str(value)

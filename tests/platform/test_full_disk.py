@@ -75,7 +75,45 @@ def test_the_manifest_command_ends_with_a_sentence_and_keeps_what_it_had(
     monkeypatch.setattr(os, "fsync", disk_full)
     full = run_cli("manifest", "esc50", "--root", str(root), "--out", str(path))
     assert full.exit_code == 1, full.output
-    assert "Error: no space left on the device: " in full.output
-    assert "its previous version, if any, is kept whole" in full.output
+    # the first write that did not fit: the part that keeps the new probe
+    assert f"Error: no space left on the device: {path}.parts/part-" in full.output
+    assert "free some space and run the same command again" in full.output
     assert "Traceback" not in full.output
     assert path.read_bytes() == before
+
+
+def test_a_full_disk_stops_prepare_instead_of_calling_sources_unreadable(
+    tmp_path, monkeypatch, local_ray
+):
+    """A copy that does not fit is the disk's fault, not the source's: prepare_file raises it
+    (naming the copy) rather than marking the source unreadable, and the driver gets that
+    OSError back from its Ray task, which the command turns into its sentence."""
+    import numpy as np
+    import ray
+
+    from crisscross.datasets import prepare
+    from crisscross.datasets.media import write_av
+    from crisscross.datasets.probe import probe
+
+    source = tmp_path / "v.mp4"
+    write_av(source, np.zeros((16, 48, 64, 3), np.uint8), fps=8.0)
+    row = {"path": str(source), "rel": "v.mp4", "has_video": True, "has_audio": False}
+    row["duration"] = probe(str(source))["duration"]
+    spec = prepare.PrepareSpec(short_side=32)
+    video_out, _ = prepare.prepared_paths(str(tmp_path / "out"), "v.mp4", spec)
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(OSError, match=f"No space left on device: '{video_out}'"):
+        prepare.prepare_file(row, str(tmp_path / "out"), spec)
+    monkeypatch.undo()
+
+    @ray.remote
+    def full_in_a_task() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "/out/v.mp4")
+
+    def tasks(*_args, **_kwargs):
+        yield 0, ray.get(full_in_a_task.remote())
+
+    monkeypatch.setattr(prepare, "chunked_on_ray", tasks)
+    with pytest.raises(OSError) as raised:
+        list(prepare._on_ray([row], str(tmp_path / "out"), spec))
+    assert (raised.value.errno, raised.value.filename) == (errno.ENOSPC, "/out/v.mp4")

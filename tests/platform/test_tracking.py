@@ -275,8 +275,42 @@ def test_sync_names_a_folder_that_is_not_a_run(tmp_path, run_cli):
     )
 
 
-def test_a_recorded_uri_with_a_masked_password_is_used_without_it():
-    from crisscross.platform.cli.train import _unmasked
+def test_a_recorded_uri_with_a_masked_password_is_the_environments_or_asked_for(monkeypatch):
+    from crisscross.platform.cli.common import BadInput
+    from crisscross.platform.cli.train import recorded_uri
 
-    assert _unmasked("http://alice:***@mlflow.internal:5000") == "http://mlflow.internal:5000"
-    assert _unmasked("sqlite:////runs/mlflow.db") == "sqlite:////runs/mlflow.db"
+    masked = {"tracking_uri": "http://alice:***@mlflow.internal:5000"}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://alice:pw@mlflow.internal:5000")
+    assert recorded_uri(masked, "r") == "http://alice:pw@mlflow.internal:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://other:5000")  # credentials from the env
+    assert recorded_uri(masked, "r") == "http://mlflow.internal:5000"
+    assert recorded_uri({"tracking_uri": "sqlite:////runs/mlflow.db"}, "r") == (
+        "sqlite:////runs/mlflow.db"
+    )
+    database = {"tracking_uri": "postgresql://alice:***@db.internal/mlflow"}
+    with pytest.raises(BadInput, match=r"r: its record holds the tracking URI masked \(post"):
+        recorded_uri(database, "r")
+
+
+def test_sync_refuses_a_folder_in_use_and_a_damaged_kept_status(tmp_path, worker_env, run_cli):
+    """A run going on sends its own metrics and status: sync waits for it to end; a damaged
+    kept status is named, not taken for none."""
+    from crisscross.platform.lease import Lease
+    from crisscross.platform.pretrain.run_record import write_record
+    from crisscross.platform.tracking import PENDING_CLOSE
+
+    uri, _, run_id = _store_with_run(tmp_path)
+    run_dir = tmp_path / "run"
+    write_record(str(run_dir), {"mlflow_run_id": run_id, "tracking_uri": uri, "config": {}})
+    with Lease(str(run_dir), what="pretraining"):
+        busy = run_cli("sync", str(run_dir))
+    assert busy.exit_code == 2 and f"{run_dir} is in use by another command" in busy.output
+    (run_dir / PENDING_CLOSE).write_text('{"run_id": "x", "stat')
+    damaged = run_cli("sync", str(run_dir))
+    assert damaged.exit_code == 2
+    assert f"{run_dir / PENDING_CLOSE}: damaged (" in damaged.output
+    (run_dir / PENDING_CLOSE).write_text(json.dumps({"run_id": "other", "status": "KILLED"}))
+    other = run_cli("sync", str(run_dir))
+    assert other.exit_code == 2 and "is for MLflow run other, but the run record names" in (
+        other.output
+    )

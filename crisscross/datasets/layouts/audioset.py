@@ -77,9 +77,9 @@ class AudioSet:
 def _segments(tree: Tree, source: str) -> Iterator[tuple[str, str]]:
     """(YTID, labels) of each row; rows of the same labels share one string."""
     shared: dict[str, str] = {}
-    rows = csv.reader(io.StringIO(tree.read_text(source)), skipinitialspace=True)
-    for row in rows:
-        if not row or row[0].startswith("#"):
+    lines = (line for line in io.StringIO(tree.read_text(source)) if not line.startswith("#"))
+    for row in csv.reader(lines, skipinitialspace=True):
+        if not row:
             continue
         if len(row) < 4:
             raise LayoutError(

@@ -91,9 +91,9 @@ def raise_if_no_space(exc: OSError) -> None:
 def no_space(exc: OSError) -> RunFailed:
     """The message for a full disk: which file, and that its previous version is kept."""
     return RunFailed(
-        f"no space left on the device: {exc.filename or 'a file'} was not written, and its "
-        "previous version, if any, is kept whole (small state is replaced whole or not at all); "
-        "free some space and run the same command again"
+        f"no space left on the device: {exc.filename or 'a file'} was not written; free some "
+        "space and run the same command again (records, manifests and other small state are "
+        "replaced whole or not at all, and it goes on from the last checkpoint or part)"
     )
 
 

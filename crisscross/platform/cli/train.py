@@ -135,36 +135,64 @@ def sync(run_dir: str, tracking_uri: str | None) -> None:
     """Send what the pretraining run folder RUN_DIR kept while its tracking server did not
     answer: the metrics its workers journaled, and the run's final status (KILLED or FAILED)
     that could not be set when it ended. Nothing is removed until the server has taken it."""
+    import requests
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     from crisscross.platform.cli.common import RunFailed
+    from crisscross.platform.lease import Lease, LeaseError
     from crisscross.platform.pretrain.run_record import RUN_RECORD, RecordError, read_record
     from crisscross.platform.redact import redact
-    from crisscross.platform.tracking import sync_run, unanswered
+    from crisscross.platform.tracking import read_pending_close, sync_run, unanswered
 
     try:
-        record = read_record(run_dir)
-    except (RecordError, OSError) as exc:
+        record, close = read_record(run_dir), read_pending_close(run_dir)
+    except (RecordError, OSError, ValueError) as exc:
         raise BadInput(str(exc)) from None
     if record is None:
         raise BadInput(f"{run_dir}: no {RUN_RECORD}: not the folder of a pretraining run")
-    uri = tracking_uri or _unmasked(str(record.get("tracking_uri") or ""))
-    client = MlflowClient(uri or None)
+    run_id = record["mlflow_run_id"]
+    if close is not None and close["run_id"] != run_id:
+        raise BadInput(
+            f"{run_dir}: the status kept there is for MLflow run {close['run_id']}, but the run "
+            f"record names {run_id}; delete crisscross_pending_close.json"
+        )
+    client = MlflowClient(tracking_uri or recorded_uri(record, run_dir))
     try:
-        done = sync_run(client, record["mlflow_run_id"], run_dir)
-    except Exception as exc:  # any failure: nothing was removed, say so
+        with Lease(run_dir, what="command", other="`crisscross sync` once it has ended"):
+            done = sync_run(client, run_id, run_dir, close)
+    except LeaseError as exc:  # a run going on there sends its own metrics and status
+        raise BadInput(str(exc)) from None
+    except (MlflowException, requests.RequestException, OSError) as exc:
         raise RunFailed(
-            f"nothing more sent: {unanswered(exc, client)}; {run_dir} keeps the rest, run this "
-            "again once the server answers"
+            f"nothing more sent: {unanswered(exc, client)}; {run_dir} keeps the rest: run this "
+            "again once it answers (--tracking-uri names another server or its credentials)"
         ) from None
-    where = f"MLflow run {record['mlflow_run_id']} in {redact(client.tracking_uri)}"
+    where = f"MLflow run {run_id} in {redact(client.tracking_uri)}"
     click.echo(f"{where}: " + ("; ".join(done) if done else "nothing to send"))
 
 
-def _unmasked(uri: str) -> str:
-    """A recorded URI without its masked credentials (MLflow takes them from the
-    environment then); the URI itself when it holds none."""
-    if "***" not in uri or "@" not in uri:
-        return uri
-    scheme, _, rest = uri.partition("://")
-    return f"{scheme}://{rest.split('@', 1)[1]}"
+def recorded_uri(record: dict[str, Any], run_dir: str) -> str | None:
+    """The tracking URI the run record names. Records mask credentials: such a URI is taken
+    from $MLFLOW_TRACKING_URI when that is the same URI, or used without its user and password
+    when it is http(s) (MLflow then reads $MLFLOW_TRACKING_USERNAME and _PASSWORD); else
+    BadInput asking for --tracking-uri."""
+    import os
+    from urllib.parse import urlsplit, urlunsplit
+
+    from crisscross.platform.redact import redact
+
+    recorded = str(record.get("tracking_uri") or "") or None
+    if recorded is None or "***" not in recorded:
+        return recorded
+    environment = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if environment and redact(environment) == recorded:
+        return environment
+    parts = urlsplit(recorded)
+    host = parts.netloc.rpartition("@")[2]
+    if parts.scheme in ("http", "https") and "***" not in host + parts.path + parts.query:
+        return urlunsplit(parts._replace(netloc=host))
+    raise BadInput(
+        f"{run_dir}: its record holds the tracking URI masked ({recorded}); pass the URI with "
+        "--tracking-uri"
+    )
