@@ -65,6 +65,7 @@ class StubTree(Tree):
         self.files = {f"unbalanced_train/{i:011d}_30000.mp4": FileStat(2_000_000 + i, i)
                       for i in range(on_disk)}  # fmt: skip
         self.files["unbalanced_train_segments.csv"] = FileStat(len(self._csv), 0)
+        self.special: set[str] = set()
         self._lower = None
 
     def read_text(self, rel: str) -> str:
