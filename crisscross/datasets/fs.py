@@ -143,10 +143,18 @@ def atomic_output(uri: str) -> Iterator[BinaryIO]:
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-        if isinstance(exc, OSError) and exc.errno in NO_SPACE and exc.filename in (None, temporary):
-            raise OSError(exc.errno, os.strerror(exc.errno), target) from exc  # names the file
+        if isinstance(exc, OSError) and (named := naming_target(exc, temporary, target)):
+            raise named from exc
         raise
     _fsync_dir(parent)
+
+
+def naming_target(exc: OSError, temporary: str, target: str) -> OSError | None:
+    """A full disk met while writing `temporary` (or with no file named) as the same error
+    naming `target`, the file the user knows; None for any other error."""
+    if exc.errno in NO_SPACE and exc.filename in (None, temporary):
+        return OSError(exc.errno, os.strerror(exc.errno), target)
+    return None
 
 
 def atomic_write_bytes(uri: str, data: bytes) -> None:

@@ -31,7 +31,7 @@ import ray
 from tqdm import tqdm
 
 from crisscross.datasets.decode import iter_frames, read_audio
-from crisscross.datasets.fs import NO_SPACE
+from crisscross.datasets.fs import NO_SPACE, naming_target
 from crisscross.datasets.manifest import Manifest, build_manifest, write_manifest
 from crisscross.datasets.media import write_av
 from crisscross.datasets.probe import open_media, probe
@@ -192,8 +192,8 @@ def _atomic(target: str, write) -> None:
         write(tmp)
         os.replace(tmp, target)
     except OSError as exc:
-        if exc.errno in NO_SPACE and exc.filename in (None, tmp):
-            raise OSError(exc.errno, os.strerror(exc.errno), target) from exc  # names the copy
+        if named := naming_target(exc, tmp, target):
+            raise named from exc
         raise
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -143,7 +143,12 @@ def sync(run_dir: str, tracking_uri: str | None) -> None:
     from crisscross.platform.lease import Lease, LeaseError
     from crisscross.platform.pretrain.run_record import RUN_RECORD, RecordError, read_record
     from crisscross.platform.redact import redact
-    from crisscross.platform.tracking import read_pending_close, sync_run, unanswered
+    from crisscross.platform.tracking import (
+        PENDING_CLOSE,
+        read_pending_close,
+        sync_run,
+        unanswered,
+    )
 
     try:
         record, close = read_record(run_dir), read_pending_close(run_dir)
@@ -155,7 +160,7 @@ def sync(run_dir: str, tracking_uri: str | None) -> None:
     if close is not None and close["run_id"] != run_id:
         raise BadInput(
             f"{run_dir}: the status kept there is for MLflow run {close['run_id']}, but the run "
-            f"record names {run_id}; delete crisscross_pending_close.json"
+            f"record names {run_id}; delete {PENDING_CLOSE}"
         )
     client = MlflowClient(tracking_uri or recorded_uri(record, run_dir))
     try:
