@@ -30,6 +30,7 @@ LONG_FIRST = (
     "tests/platform/sweep/test_sweep.py",
     "tests/platform/pretrain/test_pretrain.py",
     "tests/platform/cluster/test_cluster_job.py",
+    "tests/platform/cluster/test_two_nodes.py",
     "tests/bench/test_learning.py",
     "tests/platform/pretrain/test_stop.py",
     "tests/platform/evaluation/test_evaluation.py",

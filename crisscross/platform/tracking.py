@@ -112,6 +112,13 @@ def check_tracking(uri: str) -> None:
         ) from None
 
 
+def server_answers(client: MlflowClient, run_id: str) -> None:
+    """Return when the tracking server answers for the run within seconds; else raise
+    MlflowException or a requests error (one attempt, no retries)."""
+    with _fail_fast():
+        client.get_run(run_id)
+
+
 def close_run(
     client: MlflowClient,
     run_id: str,
@@ -155,8 +162,8 @@ def sync_run(
     answer: nothing is removed then."""
     done = []
     journal = MetricJournal(join(run_dir, JOURNAL_FILE))
+    server_answers(client, run_id)  # the server answers, and has the run
     with _fail_fast():
-        client.get_run(run_id)  # the server answers, and has the run
         sent = journal.replay(client, run_id)
         if sent:
             done.append(f"metrics: {sent} sent from {redact(journal.path)}")

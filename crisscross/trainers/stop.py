@@ -8,8 +8,11 @@ every rank still has a batch (`exchange`), so all checkpoint and stop at the sam
 A spot node's reclaim notice (`ray.train.get_preemption_info`, passed in as `preemption`) is
 asked every `preemption_seconds` by rank 0's clock; that call is a barrier of every rank, so
 the all-reduce tells every rank at which step to make it. On a notice the workers checkpoint at
-once, once per notice, and train on: Ray Train restarts the group from that checkpoint when the
-node goes (a preemption does not use up `run.max_failures`).
+once, once per notice, and train on; a notice with a deadline gets a last checkpoint
+`last_call_seconds` before it (rank 0's wall clock), so a reclaim loses at most that much
+training whatever the notice period. Ray Train restarts the group from the latest checkpoint
+at the deadline, and does not charge it to `run.max_failures`; a node that dies before its
+deadline is an ordinary failure to Ray (tests/platform/cluster/test_two_nodes.py).
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from crisscross.datasets.fs import join, resolve
 
 STOP_FILE = "crisscross_stop.json"  # {"reason": "..."}: written by the driver, read by rank 0
 _NONE, _TIMED, _STOP = 0, 1, 2
+# before a preemption deadline: a checkpoint of the paper-size models to shared storage takes
+# seconds, and rank 0 looks at the clock once per step
+LAST_CALL_SECONDS = 15.0
 
 
 def read_stop(storage: str) -> str | None:
@@ -56,6 +62,7 @@ class StepSignals:
         poll_seconds: float = 1.0,
         preemption: Callable[[], Any] | None = None,
         preemption_seconds: float = 5.0,
+        last_call_seconds: float = LAST_CALL_SECONDS,
     ) -> None:
         self.storage, self.rank, self.world, self.device = storage, rank, world, device
         self.checkpoint_seconds, self.poll_seconds = checkpoint_seconds, poll_seconds
@@ -63,6 +70,9 @@ class StepSignals:
         self.reason: str | None = None
         self.notice: Any = None  # the preemption notice checkpointed for, once seen
         self.fresh_notice = False  # a notice came at this step (the loop says so)
+        self.last_call_seconds = last_call_seconds
+        self.last_call: float | None = None  # wall-clock time of the checkpoint before a deadline
+        self.at_last_call = False  # this step's checkpoint is that one (the loop says so)
         self._polled = self._saved = self._asked = time.monotonic()
 
     def due(self) -> bool:
@@ -73,7 +83,7 @@ class StepSignals:
         """(every rank has its next batch, checkpoint now), agreed by all ranks in one
         all-reduce; every worker calls it at the same step, before the step."""
         code, ask = _NONE, 0
-        self.fresh_notice = False  # a notice is news for the step it came at only
+        self.fresh_notice = self.at_last_call = False  # news for the step it came at only
         if self.rank == 0:
             now = time.monotonic()
             if now - self._polled >= self.poll_seconds:
@@ -82,6 +92,9 @@ class StepSignals:
                 code = _STOP if self.reason else _NONE
             if code == _NONE and self.checkpoint_seconds:
                 code = _TIMED if now - self._saved >= self.checkpoint_seconds else _NONE
+            if self.last_call is not None and time.time() >= self.last_call:
+                self.last_call, self.at_last_call = None, code == _NONE
+                code = code or _TIMED
             if self.preemption is not None and now - self._asked >= self.preemption_seconds:
                 self._asked, ask = now, 1
         missing = int(not has_batch)
@@ -102,6 +115,10 @@ class StepSignals:
         if notice is None or notice == self.notice:
             return False
         self.notice, self.fresh_notice = notice, True
+        deadline = getattr(notice, "deadline_ms", None)
+        self.last_call = None
+        if deadline is not None and deadline / 1000 - self.last_call_seconds > time.time():
+            self.last_call = deadline / 1000 - self.last_call_seconds
         return True
 
     def saved(self) -> None:

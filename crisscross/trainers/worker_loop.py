@@ -245,6 +245,8 @@ class WorkerLoop:
         progress = self.progress
         if self.signals.fresh_notice:
             self.say(f"step {progress.step}: checkpoint on {preemption_words(self.signals.notice)}")
+        elif self.signals.at_last_call:
+            self.say(f"step {progress.step}: checkpoint before the preemption deadline")
         self.tracker.persist()
         position = epoch_position(
             progress.position, self.trained, total=self.total, world=self.world

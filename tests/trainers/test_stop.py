@@ -85,3 +85,40 @@ def test_a_preemption_notice_in_words():
         "a preemption notice for node abc (ranks 2, 3), deadline in 30 s",
         "a preemption notice for node abc (ranks 2, 3), deadline in 29 s",
     )
+
+
+def test_a_notice_with_a_deadline_gets_a_last_checkpoint_before_it(tmp_path, monkeypatch):
+    """A checkpoint at the notice, and one `last_call_seconds` before its deadline: a reclaim
+    loses at most that much training, not everything since the notice."""
+    from types import SimpleNamespace
+
+    clock = {"mono": 1000.0, "wall": 5000.0}
+    monkeypatch.setattr(stop.time, "monotonic", lambda: clock["mono"])
+    monkeypatch.setattr(stop.time, "time", lambda: clock["wall"])
+
+    def tick(seconds: float) -> None:
+        clock["mono"] += seconds
+        clock["wall"] += seconds
+
+    notice = SimpleNamespace(deadline_ms=(5000 + 6 + 120) * 1000, preempted_node_to_ranks={})
+    signals = StepSignals(
+        str(tmp_path),
+        rank=0,
+        world=1,
+        device=torch.device("cpu"),
+        preemption=lambda: notice,
+        preemption_seconds=5,
+        last_call_seconds=15,
+    )
+    tick(6)
+    assert signals.due() and signals.fresh_notice  # the notice: deadline in 120 s
+    saved = []
+    for _ in range(200):  # steps of 1 s to past the deadline
+        tick(1)
+        if signals.due():
+            saved.append((clock["wall"] - 5006, signals.at_last_call))
+    assert saved == [(105.0, True)]  # once, 15 s before the deadline
+    late = SimpleNamespace(deadline_ms=int((clock["wall"] + 10) * 1000), preempted_node_to_ranks={})
+    notice = late  # a new notice closer to its deadline than 15 s: its own checkpoint is the last
+    tick(5)
+    assert signals.due() and signals.fresh_notice and signals.last_call is None

@@ -63,7 +63,8 @@ def as_exit_status() -> Iterator[None]:
     import signal
 
     from crisscross.platform.evaluation.common import EvalError
-    from crisscross.platform.pretrain.job import PretrainError, RunFailedError, RunInterruptedError
+    from crisscross.platform.pretrain.closing import RunFailedError, RunInterruptedError
+    from crisscross.platform.pretrain.job import PretrainError
 
     try:
         yield

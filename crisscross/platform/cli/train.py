@@ -15,7 +15,7 @@ import click
 from crisscross.platform.cli.common import SET_OPTION, BadInput, as_exit_status, load_experiment
 
 if TYPE_CHECKING:
-    from crisscross.platform.pretrain.job import Outcome
+    from crisscross.platform.pretrain.closing import Outcome
 
 
 @click.command()

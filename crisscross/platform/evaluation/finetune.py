@@ -26,7 +26,8 @@ from crisscross.platform.evaluation.common import (
     pretrained_weights,
     summarise,
 )
-from crisscross.platform.pretrain.job import RunFailedError, connect_ray, torch_trainer
+from crisscross.platform.pretrain.closing import RunFailedError
+from crisscross.platform.pretrain.job import connect_ray, torch_trainer
 from crisscross.platform.storage import output_location
 from crisscross.platform.tracking import MlflowTracker
 from crisscross.trainers.finetune import FinetuneJob, finetune_loop_per_worker

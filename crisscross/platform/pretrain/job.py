@@ -11,23 +11,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import ray
 import ray.train
-import requests
 import torch
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray.train.torch import TorchTrainer
 
@@ -42,18 +37,23 @@ from crisscross.datasets.manifest import (
     summary,
 )
 from crisscross.datasets.pipeline import usable_rows
-from crisscross.models.weights import save_backbone
-from crisscross.platform.journal import JOURNAL_FILE, MetricJournal
+from crisscross.platform.journal import JOURNAL_FILE
 from crisscross.platform.lease import Lease, LeaseError
-from crisscross.platform.pretrain.loss_plot import plot_losses
+from crisscross.platform.pretrain.closing import (
+    Outcome,
+    RunFailedError,
+    RunInterruptedError,
+    finish,
+    outcome_of,
+    uri_exists,
+)
 from crisscross.platform.pretrain.resume_check import (
     ResumeRefusedError,
     check_resume,
     record_data,
     resume_point,
-    unlisted_checkpoints,
 )
-from crisscross.platform.pretrain.run_record import read_record, write_record
+from crisscross.platform.pretrain.run_record import write_record
 from crisscross.platform.pretrain.stopping import StopNow, StopRequest
 from crisscross.platform.redact import public_config, redact, redact_tree
 from crisscross.platform.storage import absolute, output_location
@@ -66,51 +66,16 @@ from crisscross.platform.tracking import (
     experiment_id,
     flatten,
     log_params_and_tags,
-    set_tag,
     tracking_uri,
-    unanswered,
 )
-from crisscross.trainers.builders import build_model, clip_spec
+from crisscross.trainers.builders import clip_spec
 from crisscross.trainers.monitor import MonitorSet
 from crisscross.trainers.pretrain import PretrainJob
-from crisscross.trainers.run_folder import BEST_DIR, STATE_FILE
 from crisscross.trainers.worker_loop import train_loop_per_worker
 
 
 class PretrainError(RuntimeError):
     """Bad input or an unusable environment, found before training; the message says what to do."""
-
-
-class RunFailedError(RuntimeError):
-    """Training started but did not finish; the message says where it stopped and what is kept."""
-
-
-class RunInterruptedError(RunFailedError):
-    """Stopped by a signal (SIGINT, SIGTERM); the command exits with 128 + `signum`."""
-
-    def __init__(self, signum: int, message: str) -> None:
-        super().__init__(message)
-        self.signum = signum
-
-
-@dataclass(frozen=True)
-class Outcome:
-    run_id: str
-    tracking_uri: str
-    run_dir: str
-    final_step: int
-    metrics: dict[str, float]
-    backbones: dict[str, str]
-    knn_before: dict[str, float]
-    knn_after: dict[str, float]
-    trained: bool = True  # False: the run had already finished, nothing was trained now
-    baseline: dict[str, float] = dataclasses.field(default_factory=dict)  # chance/*, init/*
-    timing: dict[str, float] = dataclasses.field(default_factory=dict)  # rank 0's LoopClock
-
-
-def uri_exists(uri: str) -> bool:
-    fs, inner = resolve(uri)
-    return fs.get_file_info(inner).type != pafs.FileType.NotFound
 
 
 def pretext_manifest(config: ExperimentConfig, say: Callable[[str], None]) -> str:
@@ -429,14 +394,9 @@ def run_pretrain(
         )
         result = train(job, client, run_id, storage=storage, say=say, callbacks=callbacks)
         outcome, checkpoint = result.return_value or {}, last_checkpoint(job, result)
-        try:
-            done = finish(client, config, run_id, uri, run_dir, checkpoint, storage)
-        except (MlflowException, requests.RequestException) as exc:
-            raise RunFailedError(
-                f"training reached step {outcome.get('step')}, but {unanswered(exc, client)} "
-                f"while the run was closed; the checkpoints stay in {run_dir}: run the same "
-                "command again once it answers, to export the backbones and close the run"
-            ) from None
+        done = finish(
+            client, config, run_id, uri, run_dir, checkpoint, storage, step=outcome.get("step")
+        )
         return dataclasses.replace(done, timing=dict(outcome.get("timing") or {}))
 
 
@@ -561,76 +521,3 @@ def torch_trainer(
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[-1][:400] if text else type(exc).__name__
-
-
-def finish(
-    client: MlflowClient,
-    config: ExperimentConfig,
-    run_id: str,
-    uri: str,
-    run_dir: str,
-    checkpoint: ray.train.Checkpoint | None,
-    storage: str,
-) -> Outcome:
-    """Export the backbones, log checkpoints (or their URIs) and the loss curve, close the run."""
-    if checkpoint is None:
-        raise RunFailedError(f"training ended without a checkpoint in {run_dir}")
-    local = "://" not in storage
-    backbones = {}
-    with tempfile.TemporaryDirectory(prefix="crisscross-export-") as folder:
-        with checkpoint.as_directory() as ckpt:
-            state = torch.load(Path(ckpt) / STATE_FILE, map_location="cpu", weights_only=True)
-            if local:
-                client.log_artifacts(run_id, ckpt, "checkpoints/latest")
-        model = build_model(config)
-        model.load_state_dict(state["model"])
-        for prefix, module in (("vid", model.video), ("aud", model.audio)):
-            path = Path(folder) / f"{prefix}_{config.run.name}.pth.tar"
-            save_backbone(module, path)
-            client.log_artifact(run_id, str(path), "backbones")
-            backbones[prefix] = f"backbones/{path.name}"
-        # metrics the workers journaled and could not send before they ended
-        MetricJournal(join(run_dir, JOURNAL_FILE)).replay(client, run_id)
-        plot = Path(folder) / "loss_curve.png"
-        if plot_losses(client, run_id, plot):
-            client.log_artifact(run_id, str(plot))
-    best = join(run_dir, BEST_DIR)
-    set_tag(client, run_id, "checkpoint.latest", checkpoint.path)
-    if uri_exists(best):
-        set_tag(client, run_id, "checkpoint.best", best)
-        if local:
-            client.log_artifacts(run_id, best, "checkpoints/best")
-    client.set_terminated(run_id, status="FINISHED")
-    for leftover in unlisted_checkpoints(run_dir):  # run.keep_checkpoints holds for them too
-        shutil.rmtree(leftover, ignore_errors=True)
-    record = (read_record(run_dir) or {}) | {
-        "finished_step": int(state["step"]),
-        "backbones": backbones,
-    }
-    write_record(run_dir, record)
-    return outcome_of(client, run_id, uri, run_dir, record)
-
-
-def outcome_of(
-    client: MlflowClient, run_id: str, uri: str, run_dir: str, record: dict[str, Any]
-) -> Outcome:
-    """A finished run's summary, read back from the tracking store and the run record."""
-    metrics = client.get_run(run_id).data.metrics
-    before, after = {}, {}
-    for key in (k for k in metrics if k.startswith(("knn/", "probe/"))):
-        history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
-        if history[0].step == 0:
-            before[key] = history[0].value
-        after[key] = history[-1].value
-    baseline = {k: v for k, v in metrics.items() if k.startswith(("chance/", "init/"))}
-    return Outcome(
-        run_id,
-        uri,
-        run_dir,
-        int(record["finished_step"]),
-        metrics,
-        dict(record.get("backbones", {})),
-        before,
-        after,
-        baseline=baseline,
-    )

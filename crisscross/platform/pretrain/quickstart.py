@@ -26,7 +26,8 @@ from crisscross.models import save_backbone
 from crisscross.platform.evaluation.common import EvalOutcome
 from crisscross.platform.evaluation.protocols import evaluate
 from crisscross.platform.evaluation.report import BASELINE_OF, write_report
-from crisscross.platform.pretrain.job import Outcome, announce_ray, run_pretrain
+from crisscross.platform.pretrain.closing import Outcome
+from crisscross.platform.pretrain.job import announce_ray, run_pretrain
 from crisscross.platform.storage import EXPERIMENTS
 from crisscross.trainers.builders import seeded_model
 

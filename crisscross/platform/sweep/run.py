@@ -400,7 +400,7 @@ def final_evaluations(plan: SweepPlan, rows: list[TrialRow], *, say: Callable[[s
     """The configured downstream evaluations on the top-k finished trials, into `row.final`."""
     from crisscross.platform.evaluation.common import EvalError
     from crisscross.platform.evaluation.protocols import evaluate
-    from crisscross.platform.pretrain.job import RunFailedError
+    from crisscross.platform.pretrain.closing import RunFailedError
 
     top = [r for r in ranked(rows) if r.status == "finished" and r.run_id]
     for row in top[: plan.sweep.final.top_k]:

@@ -51,6 +51,8 @@ def test_shipped_cluster_file_has_the_three_node_types_and_secure_defaults():
     env = " ".join(config["setup_commands"])
     assert 'MLFLOW_TRACKING_PASSWORD="$(cat ~/.crisscross/mlflow_password)"' in env
     assert "--dashboard-host=127.0.0.1" in head  # the dashboard on the head's loopback only
+    # `ray job stop`: SIGKILL only after the stop's checkpoint had its 120 s (test_cluster_job)
+    assert "export RAY_JOB_STOP_WAIT_TIME_S=150 && ray start --head" in head
     workers = " ".join(config["worker_start_ray_commands"])
     assert "MLFLOW_TRACKING_URI=http://$RAY_HEAD_IP:5000" in workers
     # per-file work (probing, prepare) runs on the CPU worker type (datasets/ray_map.py)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -33,6 +34,7 @@ from crisscross.platform.cluster.tracking_server import (
     stop_group,
 )
 from crisscross.platform.pretrain.job import git_commit
+from crisscross.trainers.run_folder import STATE_FILE
 from tests.conftest import REPO, TINY_SIZES
 
 BIN = Path(sys.executable).parent  # the environment's ray and crisscross commands
@@ -111,6 +113,8 @@ def cluster(synthetic):
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         # this machine may run another Ray (the test session's): name ours to its processes
         "RAY_ADDRESS": f"{ip}:{gcs}",
+        # as cluster.yaml's head: `ray job stop` leaves a stopped job time for its checkpoint
+        "RAY_JOB_STOP_WAIT_TIME_S": "150",
     }
     head = subprocess.Popen(
         [
@@ -306,3 +310,37 @@ def test_the_password_in_the_tracking_uri_is_nowhere_the_job_wrote(cluster, pret
     )
     assert "crisscross:***@127.0.0.1" in json.dumps(record)
     assert searched > 50  # the run folder, the artifacts and Ray's logs were there to search
+
+
+def test_ray_job_stop_checkpoints_the_current_step_and_kills_the_run(cluster):
+    """`ray job stop` sends SIGTERM, then SIGKILL once RAY_JOB_STOP_WAIT_TIME_S passed (set on
+    the head, as cluster.yaml does): the job checkpoints at its current step, marks its MLflow
+    run KILLED and says how to continue; Ray shows the job STOPPED."""
+    values = TINY | {"optim.epochs": 500, "run.name": "stopped", "run.progress_seconds": 0.1}
+    env_vars = {"env_vars": {"CRISSCROSS_GIT_COMMIT": cluster["commit"]}}
+    command = [str(BIN / "ray"), "job", "submit", "--address", cluster["address"], "--no-wait"]
+    command += ["--working-dir", str(REPO), "--runtime-env-json", json.dumps(env_vars)]
+    command += ["--submission-id", "pretrain-stopped", "--"]
+    command += ["crisscross", "pretrain", "experiments/pretext/quickstart.yaml"]
+    command += ["--root", str(cluster["data"])]
+    command += [f"--set={key}={value}" for key, value in values.items()]
+    subprocess.run(command, env=cluster["env"], check=True, capture_output=True, timeout=120)
+    deadline = time.monotonic() + 300
+    while not re.search(r"epoch 1/500 at step [2-9]", job_cli(cluster, "logs", "pretrain-stopped")):
+        assert status_of(cluster, "pretrain-stopped") in ("PENDING", "RUNNING")
+        assert time.monotonic() < deadline, job_cli(cluster, "logs", "pretrain-stopped")[-3000:]
+        time.sleep(2)
+    job_cli(cluster, "stop", "pretrain-stopped")
+    while status_of(cluster, "pretrain-stopped") != "STOPPED":
+        assert time.monotonic() < deadline + 200, status_of(cluster, "pretrain-stopped")
+        time.sleep(2)
+    logs = job_cli(cluster, "logs", "pretrain-stopped")
+    found = re.search(r"Error: stopped by SIGTERM at step (\d+): checkpoint (\S+) written", logs)
+    assert found, logs[-3000:]
+    step, folder = int(found[1]), Path(found[2])
+    assert folder.name == f"checkpoint_step{step:09d}" and (folder / STATE_FILE).is_file()
+    client = MlflowClient(cluster["tracking"])
+    experiment = client.get_experiment_by_name("crisscross-quickstart")
+    (run,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'stopped'")
+    assert run.info.status == "KILLED"
+    assert run.data.tags["crisscross.stopped"].startswith(f"SIGTERM at step {step}: checkpoint")

@@ -16,7 +16,8 @@ from mlflow.tracking import MlflowClient
 
 from crisscross.config import load_config
 from crisscross.models.weights import load_backbone
-from crisscross.platform.pretrain.job import PretrainError, RunFailedError, run_pretrain
+from crisscross.platform.pretrain.closing import RunFailedError
+from crisscross.platform.pretrain.job import PretrainError, run_pretrain
 from crisscross.platform.pretrain.resume_check import RAY_SNAPSHOT
 from crisscross.platform.tracking import MlflowTracker
 from crisscross.trainers.run_folder import STATE_FILE, RunFolder
@@ -215,7 +216,7 @@ def test_closing_a_run_sends_the_metrics_its_workers_left_in_the_journal(finishe
     import ray
 
     from crisscross.platform.journal import JOURNAL_FILE, MetricJournal
-    from crisscross.platform.pretrain.job import finish
+    from crisscross.platform.pretrain.closing import finish
 
     folder, config, first = finished
     run_dir = tmp_path / "copy"  # the shared run folder stays as it was
