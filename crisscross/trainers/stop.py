@@ -122,8 +122,11 @@ class StepSignals:
         return True
 
     def saved(self) -> None:
-        """A checkpoint was written now (the time-based interval starts again)."""
+        """A checkpoint was written now (the time-based interval starts again); the notice or
+        last call it answered is no longer news (another checkpoint before the next exchange,
+        `run.checkpoint_every`'s, is not said to answer it)."""
         self._saved = time.monotonic()
+        self.fresh_notice = self.at_last_call = False
 
 
 def preemption_words(notice: Any) -> str:

@@ -234,7 +234,7 @@ def test_a_checkpoint_is_written_before_the_metrics_are_sent():
     calls = _Calls()
     loop = object.__new__(WorkerLoop)
     loop.tracker = loop.checkpointer = loop.signals = calls
-    calls.fresh_notice = False
+    calls.fresh_notice = calls.at_last_call = False
     loop.progress, loop.last_loss = Progress(step=7), 1.0
     loop.trained, loop.total, loop.world = ShardProgress(np.arange(4)), 8, 1
     loop.module = loop.optimizer = None

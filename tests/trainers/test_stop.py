@@ -117,6 +117,8 @@ def test_a_notice_with_a_deadline_gets_a_last_checkpoint_before_it(tmp_path, mon
         tick(1)
         if signals.due():
             saved.append((clock["wall"] - 5006, signals.at_last_call))
+            signals.saved()
+            assert not signals.at_last_call  # answered: a checkpoint_every one is not it
     assert saved == [(105.0, True)]  # once, 15 s before the deadline
     late = SimpleNamespace(deadline_ms=int((clock["wall"] + 10) * 1000), preempted_node_to_ranks={})
     notice = late  # a new notice closer to its deadline than 15 s: its own checkpoint is the last
