@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from crisscross.datasets.fs import atomic_write_text, join, resolve
 
@@ -116,7 +117,13 @@ class FailureLogRef:
             known, where = read_quarantine(storage), join(storage, f"{QUARANTINE_PREFIX}{rank}.txt")
             if known:
                 log.warning("%d file(s) quarantined earlier in this run: skipped", len(known))
-        handle = FailureLog.options(name=name, namespace=NAMESPACE).remote(known, where)
+        # on this process's node: a log placed elsewhere can land on a node being drained (its
+        # deadline just passed) and die with it, failing the group Ray has just restarted
+        # (seen in tests/platform/cluster/test_two_nodes.py); here it shares its creator's fate
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        handle = FailureLog.options(
+            name=name, namespace=NAMESPACE, scheduling_strategy=here
+        ).remote(known, where)
         ray.get(handle.__ray_ready__.remote())  # registered before any decode actor looks it up
         return cls(name, handle)
 

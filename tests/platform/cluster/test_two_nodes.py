@@ -49,6 +49,7 @@ from crisscross.trainers.stop import LAST_CALL_SECONDS
 from tests.conftest import REPO, TINY_SIZES
 from tests.platform.cluster.test_cluster_job import free_ports
 
+pytestmark = pytest.mark.multinode  # run alone: pytest -m multinode -n 0 (pyproject.toml)
 BIN = Path(sys.executable).parent
 QUICKSTART = REPO / "experiments" / "pretext" / "quickstart.yaml"
 EPOCHS, STEPS = 8, 37  # 15 clips x 10 repeats / batch 4: more steps than the faults take
