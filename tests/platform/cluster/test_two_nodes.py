@@ -12,7 +12,8 @@ no CPUs (the driver's node, as cluster.yaml's head) and worker nodes joined with
 3. the tracking server started again, while the run goes on;
 4. the worker node killed outright, no notice: the run resumes from its last checkpoint on a
    new node, charged to max_failures. Its 2, not 1: in 1 of 4 runs here the group Ray restarted
-   at the preemption deadline died within seconds, a second restart Ray charged to it.
+   at the preemption deadline died within seconds, a second restart Ray charged to it (its
+   failure log actor had landed on the drained node; now pinned to its creator's node).
 
 The run must end FINISHED with every step's metrics exactly once and no step lost beyond a
 checkpoint interval. About 4 minutes. Only the processes started here are stopped, by their
